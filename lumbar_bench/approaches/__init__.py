@@ -1,0 +1,1 @@
+"""Approaches, one file each; see :mod:`lumbar_bench.registry` for the names."""

@@ -1,0 +1,130 @@
+"""The small contract every approach fulfils.
+
+The runner owns splits, scoring and tracking. An approach only learns from the
+training studies and predicts probabilities for others; it never imports mlflow.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from lumbar_bench.data.rsna import RSNAData
+
+log = logging.getLogger(__name__)
+
+MetricLogger = Callable[[str, float, int | None], None]
+ArtifactLogger = Callable[[Path, str | None], None]
+
+
+def _no_metric(key: str, value: float, step: int | None = None) -> None:
+    log.debug("metric %s=%s step=%s", key, value, step)
+
+
+def _no_artifact(path: Path, artifact_path: str | None = None) -> None:
+    log.debug("artifact %s -> %s", path, artifact_path)
+
+
+class NullRun:
+    """Stands in for a tracking run where nothing is tracked (tests, ``predict``)."""
+
+    def log_metric(self, key: str, value: float, step: int | None = None) -> None:
+        """Drop a metric."""
+        _no_metric(key, value, step)
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        """Drop metrics."""
+
+    def log_params(self, params: dict[str, object]) -> None:
+        """Drop params."""
+
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        """Drop an artifact."""
+        _no_artifact(path, artifact_path)
+
+
+@contextlib.contextmanager
+def _no_nested(name: str) -> Iterator[NullRun]:
+    yield NullRun()
+
+
+@dataclass
+class RunContext:
+    """Everything an approach may use besides its config and the data.
+
+    ``workdir`` is private to this (approach, config, split, fold, subset, seed), so
+    checkpoints written there let an interrupted run resume. ``cache_dir`` is shared
+    between approaches for stage outputs keyed by their config hash.
+    """
+
+    workdir: Path
+    cache_dir: Path
+    device: str = "cpu"
+    seed: int = 0
+    subset: str = "ci"
+    #: ``time.monotonic()`` value after which training should stop (soft budget); None = no limit.
+    deadline: float | None = None
+    progress: bool = False
+    log_metric: MetricLogger = field(default=_no_metric)
+    log_artifact: ArtifactLogger = field(default=_no_artifact)
+    #: ``with ctx.nested_run("stage-1") as child:`` opens a nested tracking run; ``child`` has
+    #: ``log_metric``, ``log_metrics``, ``log_params`` and ``log_artifact``.
+    nested_run: Callable[[str], contextlib.AbstractContextManager] = field(default=_no_nested)
+    #: Extra metrics an approach reports for the runner to log once (e.g. ``dice/<class>``).
+    extra_metrics: dict[str, float] = field(default_factory=dict)
+    #: Stage runtimes in seconds, logged as ``runtime/<stage>_s``.
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    #: Seconds from the start of training to the best epoch, when the approach knows it.
+    time_to_best_s: float | None = None
+
+    def budget_left(self) -> float:
+        """Seconds until the soft budget; ``inf`` when there is none."""
+        return float("inf") if self.deadline is None else self.deadline - time.monotonic()
+
+    def over_budget(self) -> bool:
+        """True once the soft budget is spent: training loops stop and keep their best model."""
+        return self.budget_left() <= 0
+
+
+class Approach(abc.ABC):
+    """A way of turning RSNA studies into graded probabilities.
+
+    Subclasses define a frozen ``Config`` dataclass with a ``for_subset`` classmethod
+    (the schedule for ``ci``/``small``/``full``) and implement :meth:`fit` and
+    :meth:`predict`. :meth:`save` and :meth:`load` persist the trained state.
+    """
+
+    name: ClassVar[str]
+    Config: ClassVar[type]
+
+    def __init__(self, config: Any) -> None:
+        self.config = config
+
+    @abc.abstractmethod
+    def fit(self, data: RSNAData, study_ids: Sequence[int], ctx: RunContext) -> None:
+        """Learn from the labelled ``study_ids`` of ``data``."""
+
+    @abc.abstractmethod
+    def predict(self, data: RSNAData, study_ids: Sequence[int], ctx: RunContext) -> pd.DataFrame:
+        """Kaggle submission rows (``row_id, normal_mild, moderate, severe``) for ``study_ids``.
+
+        Every one of the 25 rows of every study must be present, also where a series is missing.
+        """
+
+    @abc.abstractmethod
+    def save(self, directory: Path) -> None:
+        """Write the trained state into ``directory`` (becomes the ``model/`` artifact)."""
+
+    @classmethod
+    @abc.abstractmethod
+    def load(cls, directory: Path, config: Any) -> Approach:
+        """Rebuild a trained approach from what :meth:`save` wrote."""

@@ -1,0 +1,247 @@
+"""``resnet18``: the public Kaggle starter notebooks' classifier, done carefully.
+
+A few representative slices of each series type are stacked as input channels
+(sagittal slices ordered by patient x, so left and right never swap), a torchvision
+ResNet-18 with a widened first convolution predicts 25 x 3 logits, and a
+cross-entropy weighted 1/2/4 like the official score trains it. Early stopping uses
+the official score on an inner validation part of the *training* studies, so the
+held-out fold never steers training. A checkpoint after every epoch lets an
+interrupted run resume.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lumbar_bench.approaches.base import Approach, RunContext
+from lumbar_bench.config import config_hash
+from lumbar_bench.constants import LABEL_COLUMNS, PROB_COLUMNS, SERIES_TYPES, SEVERITY_WEIGHTS, row_id
+from lumbar_bench.data.rsna import RSNAData
+from lumbar_bench.errors import DataError
+from lumbar_bench.metrics.score import score_arrays
+from lumbar_bench.progress import progress_bar
+from lumbar_bench.splits import subset_studies
+
+log = logging.getLogger(__name__)
+N_LABELS = len(LABEL_COLUMNS)
+
+
+@dataclass(frozen=True)
+class ResNet18Config:
+    """Input, schedule and regularisation of the ResNet-18 baseline."""
+
+    image_size: int = 128
+    slices_per_series: int = 5
+    epochs: int = 15
+    batch_size: int = 16
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    patience: int = 5
+    val_fraction: float = 0.15
+    augment: bool = True
+    label_smoothing: float = 0.0
+    weights: str = ""
+
+    @classmethod
+    def for_subset(cls, subset: str) -> ResNet18Config:
+        """``ci``: a tiny, seconds-long schedule; ``small``: minutes; ``full``: the demo schedule."""
+        if subset == "ci":
+            return cls(image_size=64, slices_per_series=3, epochs=3, batch_size=16, patience=3)
+        if subset == "small":
+            return cls(image_size=96, epochs=8)
+        return cls()
+
+
+def build_model(in_channels: int, weights: str = "") -> nn.Module:
+    """ResNet-18 with ``in_channels`` inputs and 25 x 3 outputs; random init unless ``weights`` names a file."""
+    from torchvision.models import resnet18
+
+    model = resnet18(weights=None, num_classes=N_LABELS * 3)
+    model.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
+    if weights:
+        path = Path(weights)
+        if not path.is_file():
+            raise DataError(f"{path}: weights file not found")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = state.get("state_dict", state)
+        conv = state.get("conv1.weight")
+        if conv is not None and conv.shape[1] != in_channels:  # timm-style: mean over RGB, repeated
+            state["conv1.weight"] = conv.mean(dim=1, keepdim=True).repeat(1, in_channels, 1, 1) * 3 / in_channels
+        state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        log.info("loaded %s (missing %d, unexpected %d keys)", path, len(missing), len(unexpected))
+    return model
+
+
+def study_tensor(data: RSNAData, study_id: int, cfg: ResNet18Config) -> np.ndarray:
+    """Channels ``(3 * slices_per_series, S, S)`` for one study; a missing series stays zero."""
+    k, size = cfg.slices_per_series, cfg.image_size
+    out = np.zeros((len(SERIES_TYPES) * k, size, size), dtype=np.float32)
+    for i, desc in enumerate(SERIES_TYPES):
+        for series_id in data.series_of(study_id, desc)[:1]:
+            try:
+                vol = data.volume(study_id, series_id)
+            except DataError as exc:
+                log.warning("study %s: %s", study_id, exc)
+                continue
+            pixels = vol.pixels
+            if desc.startswith("Sagittal"):
+                pixels = pixels[np.argsort(vol.positions[:, 0], kind="stable")]
+            idx = np.round(np.linspace(0.2, 0.8, k) * (len(pixels) - 1)).astype(int)
+            picked = torch.from_numpy(np.ascontiguousarray(pixels[idx], dtype=np.float32))[None]
+            out[i * k:(i + 1) * k] = F.interpolate(picked, size=(size, size), mode="area")[0].numpy()
+    return out
+
+
+def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Small random affine and intensity jitter, the same for every channel of a study; no flips."""
+    n = x.shape[0]
+    angle = (torch.rand(n, generator=gen) - 0.5) * 0.26  # +/- 7.5 degrees
+    scale = 1 + (torch.rand(n, generator=gen) - 0.5) * 0.2
+    shift = (torch.rand(n, 2, generator=gen) - 0.5) * 0.16
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+    grid = F.affine_grid(theta.to(x), list(x.shape), align_corners=False)
+    x = F.grid_sample(x, grid, align_corners=False, padding_mode="zeros")
+    gain = 1 + (torch.rand(n, 1, 1, 1, generator=gen) - 0.5) * 0.3
+    bias = (torch.rand(n, 1, 1, 1, generator=gen) - 0.5) * 0.1
+    return x * gain.to(x) + bias.to(x)
+
+
+def _atomic_save(obj: dict, path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+class ResNet18Approach(Approach):
+    """ResNet-18 over stacked representative slices, 25 softmax heads."""
+
+    name = "resnet18"
+    Config = ResNet18Config
+
+    def __init__(self, config: ResNet18Config) -> None:
+        super().__init__(config)
+        in_ch = len(SERIES_TYPES) * config.slices_per_series
+        self.model = build_model(in_ch, config.weights)
+
+    def _inputs(self, data: RSNAData, study_ids: Sequence[int], ctx: RunContext, what: str) -> torch.Tensor:
+        arrays = [study_tensor(data, s, self.config)
+                  for s in progress_bar(study_ids, f"resnet18: {what} inputs", ctx.progress)]
+        return torch.from_numpy(np.stack(arrays)) if arrays else torch.zeros(0)
+
+    def fit(self, data: RSNAData, study_ids: Sequence[int], ctx: RunContext) -> None:
+        """Train with early stopping on an inner validation part; resumes from ``ctx.workdir``."""
+        cfg, device = self.config, torch.device(ctx.device)
+        torch.manual_seed(ctx.seed)
+        n_val = max(1, round(len(study_ids) * cfg.val_fraction))
+        val_ids = subset_studies(list(study_ids), n_val)
+        train_ids = [s for s in study_ids if s not in set(val_ids)]
+        x_tr, x_val = self._inputs(data, train_ids, ctx, "train"), self._inputs(data, val_ids, ctx, "val")
+        y_tr = torch.from_numpy(data.labels.loc[train_ids, list(LABEL_COLUMNS)].to_numpy(np.int64))
+        y_val = data.labels.loc[val_ids, list(LABEL_COLUMNS)].to_numpy(np.int64)
+        model = self.model.to(device)
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(cfg.epochs, 1))
+        ckpt_path = ctx.workdir / "checkpoint_latest.pt"
+        state = self._resume(ckpt_path, opt, sched)
+        gen = torch.Generator().manual_seed(ctx.seed + state["epoch"])
+        loss_fn = nn.CrossEntropyLoss(weight=torch.tensor(SEVERITY_WEIGHTS, device=device), ignore_index=-1,
+                                      label_smoothing=cfg.label_smoothing)
+        t0 = time.monotonic() - state["elapsed"]
+        for epoch in range(state["epoch"], cfg.epochs):
+            if ctx.over_budget():
+                log.warning("resnet18: soft budget reached before epoch %d; keeping the best model", epoch)
+                break
+            train_loss = self._train_epoch(model, opt, loss_fn, x_tr, y_tr, gen, device)
+            sched.step()
+            val_score = score_arrays(y_val, self._probs(x_val, device)).score
+            ctx.log_metric("train/loss", train_loss, epoch)
+            ctx.log_metric("val/rsna_score", val_score, epoch)
+            log.info("resnet18 epoch %d: loss %.4f val score %.4f", epoch, train_loss, val_score)
+            if val_score < state["best"]:
+                state.update(best=val_score, best_epoch=epoch, time_to_best=time.monotonic() - t0,
+                             best_state={k: v.detach().cpu().clone() for k, v in model.state_dict().items()})
+            state.update(epoch=epoch + 1, elapsed=time.monotonic() - t0)
+            _atomic_save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                          "hash": config_hash(self.name, cfg), **{k: v for k, v in state.items()}}, ckpt_path)
+            if epoch - state["best_epoch"] >= cfg.patience:
+                log.info("resnet18: early stop at epoch %d (best %d)", epoch, state["best_epoch"])
+                break
+        if state["best_state"] is not None:
+            model.load_state_dict(state["best_state"])
+        ctx.time_to_best_s = state["time_to_best"]
+        ctx.extra_metrics["val/best_rsna_score"] = state["best"]
+        ctx.extra_metrics["best_epoch"] = float(state["best_epoch"])
+
+    def _resume(self, path: Path, opt: torch.optim.Optimizer, sched: object) -> dict:
+        fresh = {"epoch": 0, "best": float("inf"), "best_epoch": -1, "best_state": None,
+                 "time_to_best": None, "elapsed": 0.0}
+        if not path.exists():
+            return fresh
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        if ckpt.get("hash") != config_hash(self.name, self.config):
+            log.warning("%s belongs to another config; starting afresh", path)
+            return fresh
+        self.model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["opt"])
+        sched.load_state_dict(ckpt["sched"])
+        log.info("resnet18: resuming at epoch %d from %s", ckpt["epoch"], path)
+        return {k: ckpt[k] for k in fresh}
+
+    def _train_epoch(self, model: nn.Module, opt: torch.optim.Optimizer, loss_fn: nn.Module,
+                     x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, device: torch.device) -> float:
+        model.train()
+        order = torch.randperm(len(x), generator=gen)
+        total, seen = 0.0, 0
+        for i in range(0, len(x), self.config.batch_size):
+            idx = order[i:i + self.config.batch_size]
+            xb = x[idx].to(device, torch.float32)
+            if self.config.augment:
+                xb = _augment(xb, gen)
+            yb = y[idx].to(device)
+            logits = model(xb).view(-1, N_LABELS, 3)
+            loss = loss_fn(logits.reshape(-1, 3), yb.reshape(-1))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += float(loss) * len(idx)
+            seen += len(idx)
+        return total / max(seen, 1)
+
+    @torch.no_grad()
+    def _probs(self, x: torch.Tensor, device: torch.device) -> np.ndarray:
+        model = self.model.to(device).eval()
+        out = [torch.softmax(model(x[i:i + 64].to(device, torch.float32)).view(-1, N_LABELS, 3), -1).cpu()
+               for i in range(0, len(x), 64)]
+        return torch.cat(out).numpy().astype(np.float64) if out else np.zeros((0, N_LABELS, 3))
+
+    def predict(self, data: RSNAData, study_ids: Sequence[int], ctx: RunContext) -> pd.DataFrame:
+        """Softmax probabilities for every row of every study (zeros stand in for a missing series)."""
+        probs = self._probs(self._inputs(data, study_ids, ctx, "predict"), torch.device(ctx.device))
+        flat = probs.reshape(-1, 3)
+        rows = [row_id(s, lab) for s in study_ids for lab in LABEL_COLUMNS]
+        return pd.DataFrame({"row_id": rows, **{c: flat[:, i] for i, c in enumerate(PROB_COLUMNS)}})
+
+    def save(self, directory: Path) -> None:
+        """Write the best weights (``model.pt``)."""
+        torch.save(self.model.state_dict(), directory / "model.pt")
+
+    @classmethod
+    def load(cls, directory: Path, config: ResNet18Config) -> ResNet18Approach:
+        """Rebuild from ``model.pt`` (loaded with ``weights_only=True``)."""
+        approach = cls(dataclasses.replace(config, weights=""))  # the saved weights supersede the init file
+        approach.model.load_state_dict(torch.load(directory / "model.pt", map_location="cpu", weights_only=True))
+        return approach

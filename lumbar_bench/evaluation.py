@@ -1,0 +1,56 @@
+"""Score held-out predictions and log the evidence: every metric is recomputable.
+
+``predictions.csv`` and ``labels.csv`` are logged next to the metrics, so
+``lumbar-bench score labels.csv predictions.csv`` reproduces ``rsna_score`` exactly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from lumbar_bench.constants import GROUP_SERIES, LABEL_COLUMNS, SCORE_GROUPS, slug
+from lumbar_bench.data.labels import labels_to_frame
+from lumbar_bench.figures import confusion_figure
+from lumbar_bench.metrics.classification import classification_metrics, severity_confusion
+from lumbar_bench.metrics.score import score, submission_matrix
+
+if TYPE_CHECKING:
+    from lumbar_bench.tracking import TrackedRun
+
+
+def compute_metrics(labels: pd.DataFrame, predictions: pd.DataFrame) -> dict[str, float]:
+    """Official score, its parts, accuracy and balanced accuracy, overall and per series type."""
+    result = score(labels, predictions)
+    codes = labels[list(LABEL_COLUMNS)].to_numpy(dtype=np.int64)
+    probs = submission_matrix(labels, predictions)
+    metrics = {"rsna_score": result.score,
+               **{f"loss/{k}": v for k, v in result.as_dict().items() if k != "score"},
+               **classification_metrics(codes, probs)}
+    conditions = np.array([lab[:-6] for lab in LABEL_COLUMNS])
+    for group, members in SCORE_GROUPS.items():
+        cols = np.isin(conditions, members)
+        if (codes[:, cols] >= 0).any():
+            acc = classification_metrics(codes[:, cols], probs[:, cols])["accuracy"]
+            metrics[f"accuracy/{slug(GROUP_SERIES[group])}"] = acc
+    return metrics
+
+
+def evaluate_and_log(labels: pd.DataFrame, predictions: pd.DataFrame, trun: TrackedRun, workdir: Path,
+                     title: str) -> dict[str, float]:
+    """Compute :func:`compute_metrics`, log them and their evidence, and return them."""
+    out = workdir / "evaluation"
+    out.mkdir(parents=True, exist_ok=True)
+    predictions.to_csv(out / "predictions.csv", index=False)
+    labels_to_frame(labels).to_csv(out / "labels.csv", index=False)
+    metrics = compute_metrics(labels, predictions)
+    trun.log_artifact(out / "predictions.csv")
+    trun.log_artifact(out / "labels.csv")
+    codes = labels[list(LABEL_COLUMNS)].to_numpy(dtype=np.int64)
+    matrix = severity_confusion(codes, submission_matrix(labels, predictions))
+    trun.log_figure(confusion_figure(matrix, f"{title}: score {metrics['rsna_score']:.3f}"),
+                    "confusion_matrix.png")
+    return metrics

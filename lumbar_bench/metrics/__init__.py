@@ -1,0 +1,1 @@
+"""Metrics: the official score, classification metrics and Dice."""

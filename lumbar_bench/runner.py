@@ -1,0 +1,249 @@
+"""Run one approach on one fold: fit, predict, score and log everything to MLflow.
+
+The runner owns what every approach must share for results to be comparable: the
+data, the frozen split, the subset, the official score and the tracking. Every
+metric it logs can be recomputed from the ``predictions.csv`` and ``labels.csv``
+artifacts with ``lumbar-bench score``.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import random
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from lumbar_bench import datasets, tracking
+from lumbar_bench.approaches.base import Approach, RunContext
+from lumbar_bench.budget import Budget, Watchdog
+from lumbar_bench.config import SUBSETS, apply_overrides, config_dict, config_hash
+from lumbar_bench.constants import LABEL_COLUMNS, PROB_COLUMNS, row_id
+from lumbar_bench.errors import ConfigError, LumbarBenchError, SubmissionError
+from lumbar_bench.registry import get_approach, get_spec
+from lumbar_bench.splits import subset_studies
+
+log = logging.getLogger(__name__)
+
+#: Studies per subset: (training studies, evaluated studies); None = all of them.
+SUBSET_SIZES: dict[str, tuple[int | None, int | None]] = {
+    "ci": (48, 24),
+    "small": (160, 60),
+    "full": (None, None),
+}
+_VERSIONED = ("torch", "torchvision", "numpy", "pandas", "pydicom", "scikit-learn", "mlflow",
+              "segmentation-models-pytorch", "nnunetv2", "SimpleITK")
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """Everything ``lumbar-bench run`` was asked to do."""
+
+    approach: str
+    data_dir: Path | None = None
+    split_path: Path | None = None
+    fold: int = 0
+    subset: str = "ci"
+    device: str = "auto"
+    seed: int = 0
+    tracking_uri: str = tracking.DEFAULT_TRACKING_URI
+    experiment: str = tracking.DEFAULT_EXPERIMENT
+    overrides: tuple[str, ...] = ()
+    cache_dir: Path | None = None
+    budget_minutes: float | None = None
+    system_metrics: bool = False
+    progress: bool = True
+
+
+@dataclass
+class RunResult:
+    """What a finished run reports (``lumbar-bench run --json`` prints it)."""
+
+    run_id: str
+    approach: str
+    fold: int
+    subset: str
+    config_hash: str
+    split_digest: str
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Flat JSON-able dict with ``rsna_score``, ``accuracy``, ``balanced_accuracy`` and the rest."""
+        return {"run_id": self.run_id, "approach": self.approach, "fold": self.fold,
+                "subset": self.subset, "config_hash": self.config_hash,
+                "split_digest": self.split_digest, **self.metrics}
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` becomes ``cuda`` when torch sees a GPU, else ``cpu``."""
+    if device not in ("auto", "cpu", "cuda"):
+        raise ConfigError(f"--device {device!r}: choose auto, cpu or cuda")
+    if device == "cpu":
+        return device
+    try:
+        import torch
+
+        available = torch.cuda.is_available()
+    except ImportError:
+        available = False
+    if device == "cuda" and not available:
+        raise ConfigError("--device cuda: torch sees no CUDA device")
+    return "cuda" if available else "cpu"
+
+
+def package_versions() -> dict[str, str]:
+    """Installed versions of the libraries that shape results."""
+    out = {"python": platform.python_version()}
+    for name in _VERSIONED:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "absent"
+    return out
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python and numpy; approaches seed torch themselves (it may not be imported)."""
+    random.seed(seed)
+    np.random.seed(seed)
+
+
+def complete_submission(pred: pd.DataFrame, study_ids: list[int], approach: str) -> pd.DataFrame:
+    """Check an approach returned every row for ``study_ids`` and order them like labels."""
+    wanted = [row_id(s, lab) for s in study_ids for lab in LABEL_COLUMNS]
+    have = pred.drop_duplicates("row_id").set_index("row_id")
+    missing = pd.Index(wanted).difference(have.index)
+    if len(missing):
+        raise SubmissionError(f"approach {approach!r} left {len(missing)} rows out, e.g. {missing[0]!r}")
+    return have.loc[wanted, list(PROB_COLUMNS)].reset_index()
+
+
+def run(request: RunRequest) -> RunResult:
+    """Run ``request.approach`` on one fold, log it to MLflow and return its metrics."""
+    if request.subset not in SUBSETS:
+        raise ConfigError(f"--subset {request.subset!r}: choose one of {', '.join(SUBSETS)}")
+    spec = get_spec(request.approach)
+    cache_dir = request.cache_dir or datasets.default_cache_dir()
+    data = datasets.load_data(request.data_dir, cache_dir, progress=request.progress)
+    split, split_source = datasets.resolve_split(data, request.split_path, cache_dir)
+    n_train, n_eval = SUBSET_SIZES[request.subset]
+    labelled = set(data.labels.index)
+    train_ids = subset_studies([s for s in split.train_studies(request.fold) if s in labelled], n_train)
+    eval_ids = subset_studies([s for s in split.studies(request.fold) if s in labelled], n_eval)
+    if set(train_ids) & set(eval_ids):
+        raise LumbarBenchError("leakage: a study is both trained on and evaluated")
+
+    cls = get_approach(request.approach)
+    config = apply_overrides(cls.Config.for_subset(request.subset), request.overrides)
+    chash = config_hash(request.approach, config)
+    device = resolve_device(request.device)
+    minutes, budget_device = spec.budgets.get(request.subset, (60.0, "cpu"))
+    budget = Budget(request.budget_minutes or minutes, budget_device)
+    workdir = cache_dir / "runs" / (f"{request.approach}-{chash}-{split.digest[:8]}-f{request.fold}"
+                                    f"-{request.subset}-s{request.seed}")
+    workdir.mkdir(parents=True, exist_ok=True)
+    tags = {
+        "approach": request.approach, "config_hash": chash, "split_digest": split.digest,
+        "data_digest": data.data_digest(), "fold": request.fold, "subset": request.subset,
+        "seed": request.seed, "device": device, "budget": budget.label(),
+        "budget_minutes": budget.minutes, "dataset": datasets.describe(data),
+    }
+    params = {**tags, **{f"config.{k}": v for k, v in config_dict(config).items()},
+              **{f"version.{k}": v for k, v in package_versions().items()},
+              "n_train_studies": len(train_ids), "n_eval_studies": len(eval_ids), "split_source": split_source}
+    run_name = f"{request.approach}-f{request.fold}-{request.subset}"
+    with tracking.tracked_run(request.tracking_uri, request.experiment, run_name, tags) as trun:
+        trun.log_params(params)
+
+        def on_hard_limit() -> None:
+            trun.set_tags({"budget_exceeded": "true"})
+            trun.fail("budget", TimeoutError(f"hard limit {budget.hard_seconds:.0f} s exceeded"))
+
+        with Watchdog(budget.hard_seconds, on_hard_limit), tracking.system_metrics(trun, request.system_metrics):
+            metrics = _fit_and_evaluate(cls, config, data, train_ids, eval_ids, request, device, budget,
+                                        workdir, cache_dir, trun)
+        trun.log_json({"approach": request.approach, "config_hash": chash, "config": config_dict(config)},
+                      "config.json")
+    return RunResult(trun.run_id, request.approach, request.fold, request.subset, chash, split.digest, metrics)
+
+
+def _fit_and_evaluate(cls: type[Approach], config: Any, data: Any, train_ids: list[int], eval_ids: list[int],
+                      request: RunRequest, device: str, budget: Budget, workdir: Path, cache_dir: Path,
+                      trun: tracking.TrackedRun) -> dict[str, float]:
+    """Fit on ``train_ids``, predict ``eval_ids``, then score and log; returns the metrics."""
+    from lumbar_bench import evaluation
+
+    seed_everything(request.seed)
+    t0 = time.monotonic()
+    ctx = RunContext(workdir=workdir, cache_dir=cache_dir, device=device, seed=request.seed,
+                     subset=request.subset, deadline=t0 + budget.soft_seconds, progress=request.progress,
+                     log_metric=trun.log_metric, log_artifact=trun.log_artifact,
+                     nested_run=lambda name: tracking.tracked_run(trun.uri, request.experiment, name, parent=trun))
+    approach = cls(config)
+    approach.fit(data, train_ids, ctx)
+    train_s = time.monotonic() - t0
+    raw = approach.predict(data, eval_ids, ctx)
+    predictions = complete_submission(raw, eval_ids, request.approach)
+    total_s = time.monotonic() - t0
+    metrics = evaluation.evaluate_and_log(data.labels.loc[eval_ids], predictions, trun, workdir,
+                                          title=f"{request.approach} fold {request.fold} ({request.subset})")
+    metrics.update(ctx.extra_metrics)
+    metrics.update({"runtime/train_s": train_s, "runtime/total_s": total_s,
+                    "runtime/predict_s": total_s - train_s,
+                    **{f"runtime/{k}_s": v for k, v in ctx.stage_seconds.items()}})
+    if ctx.time_to_best_s is not None:
+        metrics["runtime/time_to_best_s"] = ctx.time_to_best_s
+    metrics.update(_gpu_metrics(device, total_s))
+    trun.log_metrics(metrics)
+    over = total_s > budget.soft_seconds
+    trun.set_tags({"budget_exceeded": str(over).lower()})
+    model_dir = workdir / "model"
+    model_dir.mkdir(exist_ok=True)
+    approach.save(model_dir)
+    trun.log_artifact(model_dir, "model")
+    return metrics
+
+
+def _gpu_metrics(device: str, total_s: float) -> dict[str, float]:
+    """GPU seconds and peak GPU memory when the run used CUDA."""
+    if device != "cuda":
+        return {}
+    import torch
+
+    return {"runtime/gpu_s": total_s, "gpu/peak_memory_gb": torch.cuda.max_memory_allocated() / 2**30}
+
+
+def predict_from_run(run_id: str, out: Path, data_dir: Path | None = None, cache_dir: Path | None = None,
+                     tracking_uri: str = tracking.DEFAULT_TRACKING_URI, device: str = "auto",
+                     progress: bool = True) -> pd.DataFrame:
+    """Load the model saved by run ``run_id`` and write a complete Kaggle submission for the test part."""
+    import json
+    import tempfile
+
+    from lumbar_bench.config import config_from_dict
+
+    cache_dir = cache_dir or datasets.default_cache_dir()
+    info = tracking.get_run(tracking_uri, run_id)
+    name = info.data.tags.get("approach")
+    if not name:
+        raise ConfigError(f"run {run_id} has no 'approach' tag; was it made by lumbar-bench run?")
+    cls = get_approach(name)
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = json.loads(tracking.download_artifacts(tracking_uri, run_id, "config.json", Path(tmp)).read_text())
+        model_dir = tracking.download_artifacts(tracking_uri, run_id, "model", Path(tmp))
+        approach = cls.load(model_dir, config_from_dict(cls.Config, cfg["config"]))
+    data = datasets.load_data(data_dir, cache_dir, progress=progress, part="test")
+    ids = list(data.study_ids)
+    ctx = RunContext(workdir=cache_dir / "predict" / run_id, cache_dir=cache_dir, device=resolve_device(device),
+                     progress=progress)
+    ctx.workdir.mkdir(parents=True, exist_ok=True)
+    submission = complete_submission(approach.predict(data, ids, ctx), ids, name)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    submission.to_csv(out, index=False)
+    return submission
