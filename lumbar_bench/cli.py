@@ -125,6 +125,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--tracking-uri", default="sqlite:///mlflow.db")
+
+    p = _sub(subs, "leaderboard", "rank comparable runs with bootstrap CIs and a paired test vs resnet18",
+             "  lumbar-bench leaderboard --subset ci\n"
+             "  lumbar-bench leaderboard --subset full --split 3f2a9c --format markdown --out board.md\n"
+             "  lumbar-bench leaderboard --tracking-uri sqlite:///.ci-work/mlflow.db \\\n"
+             "      --experiment lumbar-bench-ci")
+    _tracking(p)
+    p.add_argument("--split", default=None, metavar="DIGEST", help="split digest (or its prefix) to rank")
+    p.add_argument("--subset", choices=("ci", "small", "full"), default=None, help="subset to rank")
+    p.add_argument("--format", choices=("table", "markdown", "csv"), default="table")
+    p.add_argument("--out", type=Path, default=None, help="write the chosen format here instead of stdout")
+    p.add_argument("--results-dir", type=Path, default=Path("results"),
+                   help="leaderboard.md/.csv/.png go to DIR/<experiment>/ (default: %(default)s)")
+    p.add_argument("--baseline", default="resnet18", help="approach to pair against (default: %(default)s)")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default: %(default)s)")
+
+    p = _sub(subs, "check", "CI regression gate: run baselined approaches on --subset ci, fail on regression",
+             "  lumbar-bench check baselines/ci.json\n"
+             "  lumbar-bench check baselines/ci.json --approach prior --from-runs\n"
+             "  lumbar-bench check baselines/ci.json --update   # remake the baseline from fresh runs")
+    p.add_argument("baseline", type=Path, help="baseline JSON (made by --update)")
+    p.add_argument("--tracking-uri", default="sqlite:///mlflow.db", help="MLflow store (default %(default)s)")
+    p.add_argument("--experiment", default="lumbar-bench-ci", help="MLflow experiment (default: %(default)s)")
+    _common_data(p)
+    p.add_argument("--approach", dest="approaches", nargs="+", default=None, metavar="NAME",
+                   help="only these approaches (default: every one in the baseline)")
+    p.add_argument("--from-runs", action="store_true", help="judge the latest runs in the store; run nothing")
+    p.add_argument("--update", action="store_true",
+                   help="write the baseline from fresh runs (every registered approach that runs)")
+    p.add_argument("--seeds", type=int, default=2, help="with --update: seeds to measure spread (default: 2)")
+    p.add_argument("--json", action="store_true", help="print the verdicts as JSON")
     return parser
 
 
@@ -223,6 +254,44 @@ def _predict(args: argparse.Namespace) -> int:
                            progress=not args.no_progress)
     print(f"wrote {args.out}: {len(sub)} rows for {len(sub) // 25} studies")
     return 0
+
+
+@handler("leaderboard")
+def _leaderboard(args: argparse.Namespace) -> int:
+    from lumbar_bench import leaderboard as lb
+
+    request = lb.BoardRequest(tracking_uri=args.tracking_uri, experiment=args.experiment, split=args.split,
+                              subset=args.subset, baseline=args.baseline, n_boot=args.bootstrap)
+    board = lb.build(request)
+    paths = lb.write(board, lb.results_dir(args.results_dir, args.experiment))
+    run_id = lb.publish(board, args.tracking_uri, paths)
+    text = lb.render(board, args.format)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text)
+        print(f"wrote {args.out}")
+    else:
+        print(text, end="" if text.endswith("\n") else "\n")
+    log.info("board %s: %s; logged as run %s", board.board_id, paths["md"].parent, run_id)
+    return 0
+
+
+@handler("check")
+def _check(args: argparse.Namespace) -> int:
+    from lumbar_bench import check
+
+    request = check.CheckRequest(baseline_path=args.baseline, tracking_uri=args.tracking_uri,
+                                 experiment=args.experiment, cache_dir=args.cache_dir,
+                                 data_dir=args.data, approaches=tuple(args.approaches or ()),
+                                 from_runs=args.from_runs,
+                                 seeds=args.seeds, progress=not args.no_progress)
+    if args.update:
+        baseline = check.update(request)
+        print(f"wrote {args.baseline}: {', '.join(baseline.approaches)} ({check.TOLERANCE_RULE})")
+        return 0
+    verdicts = check.check(request)
+    print(json.dumps([v.as_dict() for v in verdicts], indent=1) if args.json else check.render(verdicts))
+    return 0 if all(v.ok for v in verdicts) else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:

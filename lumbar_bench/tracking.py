@@ -192,3 +192,18 @@ def download_artifacts(uri: str, run_id: str, path: str, dst: Path) -> Path:
 def set_tags(uri: str, run_id: str, tags: dict[str, Any]) -> None:
     """Set tags on an existing run (e.g. the ``leaderboard`` tag)."""
     TrackedRun(uri, run_id).set_tags(tags)
+
+
+def local_artifact(uri: str, run_id: str, path: str, dst: Path) -> Path:
+    """Local path of artifact ``path`` of ``run_id``: read in place from a local artifact store
+    (no copy, no progress bar), else downloaded into ``dst``."""
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+    from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
+
+    repo = get_artifact_repository(get_run(uri, run_id).info.artifact_uri)
+    if isinstance(repo, LocalArtifactRepository):
+        local = Path(repo.download_artifacts(path))
+        if not local.exists():
+            raise FileNotFoundError(f"run {run_id} has no artifact {path!r}")
+        return local
+    return download_artifacts(uri, run_id, path, dst)

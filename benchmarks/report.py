@@ -1,0 +1,128 @@
+"""Write ``results/benchmarks.md`` from the latest saved pytest-benchmark run.
+
+Usage: ``python benchmarks/report.py [--storage .benchmarks] [--out results/benchmarks.md]``
+(``make bench`` runs it after ``pytest benchmarks --benchmark-autosave``). Every figure
+is printed with the machine it was measured on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+log = logging.getLogger("benchmarks.report")
+ROOT = Path(__file__).resolve().parents[1]
+_HIDDEN = {"machine"}
+
+
+def latest_run(storage: Path) -> Path:
+    """The newest saved benchmark JSON under ``storage`` (any machine folder)."""
+    files = sorted(storage.glob("*/*.json"), key=lambda p: p.stat().st_mtime)
+    if not files:
+        raise FileNotFoundError(f"no saved benchmark run under {storage}; run `make bench` first")
+    return files[-1]
+
+
+def _number(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:,.3g}" if abs(value) < 100 else f"{value:,.0f}"
+    return str(value)
+
+
+def _seconds(value: float) -> str:
+    return f"{value * 1e3:.1f} ms" if value < 1 else f"{value:.2f} s"
+
+
+def machine_lines(doc: dict) -> list[str]:
+    """The machine of a run: pytest-benchmark's description plus ours."""
+    info = doc.get("machine_info", {})
+    m = {"cpu": info.get("cpu", {}).get("brand_raw", "?"), **info.get("lumbar_bench", {})}
+    commit = doc.get("commit_info", {})
+    dirty = " (dirty)" if commit.get("dirty") else ""
+    return [
+        f"- CPU: {m['cpu']}, {m.get('cores', '?')} cores ({m.get('cores_usable', '?')} usable), "
+        f"RAM {m.get('ram_gb', '?')} GiB, GPU: {m.get('gpu', '?')}",
+        f"- software: Python {m.get('python', '?')}, torch {m.get('torch', '?')} "
+        f"({m.get('torch_threads', '?')} threads), numpy {m.get('numpy', '?')}, "
+        f"pandas {m.get('pandas', '?')}, pydicom {m.get('pydicom', '?')}",
+        f"- host: {info.get('node', '?')}, {m.get('os', '?')}; run saved {doc.get('datetime', '?')}, "
+        f"commit {str(commit.get('id', '?'))[:10]}{dirty}",
+    ]
+
+
+def table_lines(doc: dict) -> list[str]:
+    """One row per benchmark: mean, spread, rounds and its figures (``extra_info``)."""
+    lines = ["| benchmark | mean | stddev | rounds | figures |", "|---|---|---|---|---|"]
+    for bench in sorted(doc.get("benchmarks", []), key=lambda b: b["fullname"]):
+        stats = bench["stats"]
+        extra = {k: v for k, v in bench.get("extra_info", {}).items() if k not in _HIDDEN}
+        figures = ", ".join(f"{k} {_number(v)}" for k, v in extra.items())
+        lines.append(
+            f"| `{bench['name']}` | {_seconds(stats['mean'])} | {_seconds(stats['stddev'])} | "
+            f"{stats['rounds']} | {figures} |"
+        )
+    return lines
+
+
+def headline_lines(doc: dict) -> list[str]:
+    """Throughputs (``*_per_s``) and ratios (``*ratio``) of every benchmark, one line each."""
+    lines = []
+    for bench in sorted(doc.get("benchmarks", []), key=lambda b: b["fullname"]):
+        for key, value in bench.get("extra_info", {}).items():
+            if (key.endswith("_per_s") or key.endswith("ratio")) and isinstance(value, int | float):
+                lines.append(f"- `{bench['name']}`: {key} = {_number(value)}")
+    return lines
+
+
+def render(doc: dict, source: Path) -> str:
+    """The markdown document."""
+    skipped = doc.get("skipped", [])
+    lines = [
+        "# Performance benchmarks",
+        "",
+        "Written by `python benchmarks/report.py` from the latest `make bench` run "
+        f"(`{source.relative_to(source.parents[1]) if len(source.parents) > 1 else source}`); "
+        "do not edit by hand. Timings on a shared machine are noisy; compare runs on the same machine only.",
+        "",
+        "## Machine",
+        "",
+        *machine_lines(doc),
+        "",
+        "## Headline figures",
+        "",
+        *headline_lines(doc),
+        "",
+        "## Every benchmark",
+        "",
+        *table_lines(doc),
+        "",
+    ]
+    if skipped:
+        lines += ["## Skipped", "", *[f"- {s}" for s in skipped], ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: write the report, return 0 (1 when there is no saved run)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--storage", type=Path, default=ROOT / ".benchmarks")
+    parser.add_argument("--out", type=Path, default=ROOT / "results" / "benchmarks.md")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        source = latest_run(args.storage)
+    except FileNotFoundError as exc:
+        log.error("%s", exc)
+        return 1
+    doc = json.loads(source.read_text())
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(render(doc, source))
+    log.info("wrote %s from %s (%d benchmarks)", args.out, source, len(doc.get("benchmarks", [])))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,334 @@
+"""``nnunet-raw``, ``nnunet-qc`` and ``nnunet-refined``: the original study's segmentation route.
+
+A vertebra U-Net learnt from SPIDER finds the anatomy on the RSNA sagittal slices, the
+label coordinates are painted into pseudo-masks, mask QC scores them, and an nnU-Net v2
+per series type learns them; its probabilities are turned into grades. The variants
+differ only in their config: ``raw`` trains on every mask, ``qc`` on those passing QC,
+``refined`` adds a second nnU-Net trained on out-of-fold predictions merged with the
+annotated lesions. Stages are cached (see :mod:`lumbar_bench.stages.pipeline`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from lumbar_bench.approaches.base import Approach, RunContext
+from lumbar_bench.approaches.prior import fit_prior
+from lumbar_bench.constants import LABEL_COLUMNS, PROB_COLUMNS, row_id, slug
+from lumbar_bench.errors import ConfigError, DataError
+from lumbar_bench.progress import progress_bar
+from lumbar_bench.stages import grading as gr
+from lumbar_bench.stages import pipeline as pl
+from lumbar_bench.stages.pseudo_masks import ClassScheme, MaskConfig, load_case, load_schemes, save_schemes
+from lumbar_bench.stages.vertebrae import VertebraConfig
+
+log = logging.getLogger(__name__)
+VARIANTS = ("raw", "qc", "refined")
+
+
+@dataclass(frozen=True)
+class NnUNetConfig:
+    """Every stage's settings; ``variant`` picks raw, QC'd or self-refined training masks."""
+
+    variant: str = "raw"
+    size: int = 128
+    spider: str = ""
+    weights: str = ""
+    encoder: str = "resnet34"
+    encoder_depth: int = 5
+    decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16)
+    vertebra_epochs: int = 30
+    vertebra_batch: int = 16
+    vertebra_slices: int = 0
+    along: float = 0.5
+    across: float = 0.45
+    ignore_ring: int = 1
+    qc_threshold: float = 0.8
+    qc_manual: str = ""
+    epochs: int = 100
+    iterations: int = 50
+    val_iterations: int = 10
+    batch_size: int = 8
+    features: tuple[int, ...] = (16, 32, 64, 128, 256)
+    val_folds: int = 5
+    refine_folds: int = 3
+    blend: float = 0.6
+    min_mass: float = 2.0
+    predict_reserve: float = 0.25
+    overlays: int = 4
+
+    @classmethod
+    def for_subset(cls, subset: str) -> NnUNetConfig:
+        """``ci``: 64 px, tiny networks, seconds per stage; ``small``: minutes; ``full``: the GPU schedule."""
+        if subset == "ci":
+            return cls(
+                size=64,
+                encoder="resnet18",
+                encoder_depth=3,
+                decoder_channels=(32, 16, 8),
+                vertebra_epochs=10,
+                vertebra_slices=8,
+                epochs=8,
+                iterations=12,
+                val_iterations=2,
+                features=(8, 16, 32, 64),
+                val_folds=4,
+                refine_folds=2,
+                min_mass=1.0,
+                overlays=3,
+            )
+        if subset == "small":
+            return cls(
+                size=96, encoder="resnet18", vertebra_epochs=12, epochs=25, iterations=25, refine_folds=2
+            )
+        return cls()
+
+    def vertebra(self) -> VertebraConfig:
+        """The vertebra stage's config (its cache key)."""
+        return VertebraConfig(
+            size=self.size,
+            encoder=self.encoder,
+            encoder_depth=self.encoder_depth,
+            decoder_channels=self.decoder_channels,
+            epochs=self.vertebra_epochs,
+            slices_per_case=self.vertebra_slices,
+            batch_size=self.vertebra_batch,
+            weights=self.weights,
+        )
+
+    def masks(self) -> MaskConfig:
+        """The pseudo-mask stage's config (its cache key)."""
+        return MaskConfig(size=self.size, along=self.along, across=self.across, ignore_ring=self.ignore_ring)
+
+    def plan(self) -> pl.PlanConfig:
+        """The nnU-Net ``2d_tiny`` network."""
+        return pl.PlanConfig(patch=self.size, batch_size=self.batch_size, features=self.features)
+
+    def grading(self) -> gr.GradingConfig:
+        """How probabilities become grades."""
+        return gr.GradingConfig(size=self.size, min_mass=self.min_mass, blend=self.blend)
+
+
+@dataclass(frozen=True)
+class NnUNetQCConfig(NnUNetConfig):
+    """``nnunet-qc``: only masks passing QC."""
+
+    variant: str = "qc"
+
+
+@dataclass(frozen=True)
+class NnUNetRefinedConfig(NnUNetConfig):
+    """``nnunet-refined``: QC'd stage 1, out-of-fold merge, stage 2."""
+
+    variant: str = "refined"
+
+
+class NnUNetApproach(Approach):
+    """Segmentation route; the registered classes below fix the variant through their config."""
+
+    name = "nnunet"
+    Config = NnUNetConfig
+
+    def __init__(self, config: NnUNetConfig) -> None:
+        if config.variant not in VARIANTS:
+            raise ConfigError(f"variant={config.variant!r}: choose one of {', '.join(VARIANTS)}")
+        super().__init__(config)
+        self.schemes: dict[str, ClassScheme] = {}
+        self.positions: dict[str, float] = {}
+        self.prior: np.ndarray | None = None
+        self.models: dict[str, Path] = {}
+        self._predictors: dict[str, object] = {}
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, data, study_ids: Sequence[int], ctx: RunContext) -> None:  # noqa: ANN001
+        """Run every stage on the training studies; only ``study_ids`` are ever looked at."""
+        from lumbar_bench.stages import nnunet_dataset as nd
+        from lumbar_bench.stages.training import Trainer
+
+        cfg, ids = self.config, sorted(int(s) for s in study_ids)
+        self.prior = fit_prior(data.labels.loc[ids])
+        start_left = ctx.budget_left()
+        vdeadline = None if ctx.deadline is None else time.monotonic() + 0.25 * start_left
+        vert, vmetrics = pl.vertebra_stage(
+            data, cfg.vertebra(), cfg.spider, ctx.cache_dir, ctx.device, ctx.seed, ctx.progress, vdeadline
+        )
+        self._stage(ctx, "vertebrae", vert)
+        ctx.extra_metrics.update(vmetrics)
+        masks = pl.mask_stage(
+            data, ids, vert, cfg.vertebra(), cfg.masks(), ctx.cache_dir, ctx.device, ctx.progress
+        )
+        self._stage(ctx, "pseudo_masks", masks)
+        self.schemes = load_schemes(masks.path / "schemes.json")
+        coords = pd.read_csv(masks.path / "coords.csv")
+        self.positions = gr.slice_positions(coords, self.schemes) if len(coords) else {}
+        cases = pl.read_cases(masks.path)
+        t0 = time.monotonic()
+        report = self._qc(masks.path, cases, ctx)
+        ctx.stage_seconds["qc"] = time.monotonic() - t0
+        keep = (
+            set(report.loc[report["keep"], "series_id"]) if cfg.variant != "raw" else set(cases["series_id"])
+        )
+        studies = sorted(int(s) for s in cases["study_id"].unique())
+        if not studies:
+            log.warning("nnunet: no pseudo-masks could be built; every study gets the prior")
+            return
+        val = nd.kfold_studies(studies, max(cfg.val_folds, 2), ctx.seed)[0]
+        rest = [s for s in studies if s not in set(val)]
+        reserve = cfg.predict_reserve * start_left if np.isfinite(start_left) else 0.0
+        trainer = Trainer(cfg, self.schemes, ctx, masks, reserve)
+        val_cases = cases[cases["study_id"].isin(val)]
+        if cfg.variant == "refined":
+            self.models = trainer.refined(
+                cases,
+                keep,
+                rest,
+                val,
+                lambda models, child: trainer.evaluate(data, val_cases, models, masks.path, child),
+            )
+        else:
+            self.models = trainer.single(
+                cases[cases["series_id"].isin(keep)],
+                rest,
+                val,
+                lambda cid: load_case(masks.path, cid),
+                base_id=501,
+            )
+            trainer.evaluate(data, val_cases, self.models, masks.path)
+
+    def _stage(self, ctx: RunContext, name: str, result: pl.StageResult) -> None:
+        ctx.stage_seconds[name] = result.seconds
+        ctx.extra_metrics[f"cache/{name}_hit"] = float(result.hit)
+
+    def _qc(self, mask_dir: Path, cases: pd.DataFrame, ctx: RunContext) -> pd.DataFrame:
+        from lumbar_bench.stages import overlays as ov
+        from lumbar_bench.stages import qc
+
+        cfg = self.config
+        report = qc.run_qc(mask_dir, qc.QCConfig(threshold=cfg.qc_threshold, manual=cfg.qc_manual))
+        ctx.extra_metrics.update(qc.summarise(report))
+        out = ctx.workdir / "qc"
+        out.mkdir(parents=True, exist_ok=True)
+        report.to_csv(out / "qc_report.csv", index=False)
+        ctx.log_artifact(out / "qc_report.csv", "qc")
+        panels = []
+        for r in report.head(12).itertuples(index=False):
+            first = cases[cases["series_id"] == r.series_id].head(1)
+            scheme = self.schemes.get(r.series_type)
+            if first.empty or scheme is None:
+                continue
+            image, label = load_case(mask_dir, first.case_id.iloc[0])
+            panels.append(
+                (f"{r.series_id} {r.score:.2f}\n{r.reasons[:40]}", ov.overlay(image, label, scheme.names))
+            )
+        if panels:
+            ov.save_grid(out / "qc_worst.png", panels, columns=4, title="QC: lowest-scoring pseudo-masks")
+            ctx.log_artifact(out / "qc_worst.png", "qc")
+        return report
+
+    # -------------------------------------------------------------- predict
+    def predictor(self, desc: str, device: str):  # noqa: ANN201
+        """The loaded nnU-Net of one series type (cached)."""
+        from lumbar_bench.stages.nnunet_predict import Predictor
+
+        if desc not in self._predictors:
+            self._predictors[desc] = Predictor(self.models[desc], device)
+        return self._predictors[desc]
+
+    def predict(self, data, study_ids: Sequence[int], ctx: RunContext) -> pd.DataFrame:  # noqa: ANN001
+        """Grades from the segmentation where it finds something, the training prior elsewhere."""
+        if self.prior is None:
+            raise RuntimeError("nnunet: predict() before fit()")
+        t0 = time.monotonic()
+        fns = {}
+        for desc in self.models:
+            try:
+                fns[desc] = self.predictor(desc, ctx.device).probabilities
+            except (OSError, KeyError, RuntimeError) as exc:
+                log.warning("nnunet: the %s model cannot be loaded (%s); its rows use the prior", desc, exc)
+        grader = gr.StudyGrader(fns, self.schemes, self.positions, self.config.grading())
+        out, fallback = [], 0
+        for study in progress_bar(list(study_ids), "nnunet: grading", ctx.progress):
+            try:
+                grades = grader.grade(data, int(study))
+            except (DataError, ValueError, IndexError, RuntimeError) as exc:
+                grades = gr.StudyGrades(problems=[f"grading failed: {exc}"])
+            missing = int((~np.isfinite(grades.probs).all(axis=1)).sum())
+            if missing:
+                why = "; ".join(grades.problems) or "too little lesion probability in some regions"
+                log.warning("study %s: prior fallback for %d of 25 rows (%s)", study, missing, why)
+            fallback += missing
+            out.append(gr.blend_with_prior(grades.probs, self.prior, self.config.blend))
+        ctx.stage_seconds["nnunet_predict"] = time.monotonic() - t0
+        ctx.extra_metrics["grading/prior_fallback_fraction"] = fallback / max(1, 25 * len(study_ids))
+        flat = np.concatenate(out) if out else np.zeros((0, 3))
+        rows = [row_id(s, lab) for s in study_ids for lab in LABEL_COLUMNS]
+        return pd.DataFrame({"row_id": rows, **{c: flat[:, i] for i, c in enumerate(PROB_COLUMNS)}})
+
+    # ------------------------------------------------------------ save/load
+    def save(self, directory: Path) -> None:
+        """Write each series type's nnU-Net (plans, dataset.json, final checkpoint) and the grading state."""
+        for desc, fold_dir in self.models.items():
+            target = directory / "nnunet" / slug(desc)
+            (target / "fold_0").mkdir(parents=True, exist_ok=True)
+            for name in ("plans.json", "dataset.json"):
+                shutil.copy2(Path(fold_dir).parent / name, target / name)
+            shutil.copy2(Path(fold_dir) / "checkpoint_final.pth", target / "fold_0" / "checkpoint_final.pth")
+        save_schemes(self.schemes, directory / "schemes.json")
+        state = {
+            "positions": self.positions,
+            "prior": None if self.prior is None else self.prior.tolist(),
+            "models": {d: slug(d) for d in self.models},
+        }
+        (directory / "grading.json").write_text(json.dumps(state, indent=1))
+
+    @classmethod
+    def load(cls, directory: Path, config: NnUNetConfig) -> NnUNetApproach:
+        """Rebuild from what :meth:`save` wrote."""
+        approach = cls(config)
+        state = json.loads((directory / "grading.json").read_text())
+        approach.schemes = load_schemes(directory / "schemes.json")
+        approach.positions = state["positions"]
+        approach.prior = None if state["prior"] is None else np.asarray(state["prior"])
+        approach.models = {d: directory / "nnunet" / s / "fold_0" for d, s in state["models"].items()}
+        return approach
+
+
+class NnUNetRawApproach(NnUNetApproach):
+    """``nnunet-raw``: nnU-Net on every pseudo-mask (original study, run 1)."""
+
+    name = "nnunet-raw"
+    Config = NnUNetConfig
+
+
+class NnUNetQCApproach(NnUNetApproach):
+    """``nnunet-qc``: nnU-Net on the pseudo-masks that pass QC (original study, run 2)."""
+
+    name = "nnunet-qc"
+    Config = NnUNetQCConfig
+
+
+class NnUNetRefinedApproach(NnUNetApproach):
+    """``nnunet-refined``: a second nnU-Net on out-of-fold predictions merged with the annotations."""
+
+    name = "nnunet-refined"
+    Config = NnUNetRefinedConfig
+
+
+__all__ = [
+    "NnUNetApproach",
+    "NnUNetConfig",
+    "NnUNetQCApproach",
+    "NnUNetRawApproach",
+    "NnUNetRefinedApproach",
+    "dataclasses",
+]

@@ -1,0 +1,176 @@
+"""Geometry of spine anatomy on one slice: structures, levels from the bottom, lesion regions.
+
+Levels are counted from the bottom: the lowest intervertebral disc is L5/S1, the next
+one up L4/L5, and so on. "Up" is measured in patient coordinates (superior = +z), so
+it does not depend on how the image rows are ordered.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from lumbar_bench.constants import LEVELS
+
+
+@dataclass(frozen=True)
+class Structure:
+    """One connected component: centroid ``(row, col)`` in pixels, area, and its pixels."""
+
+    row: float
+    col: float
+    area: int
+    coords: np.ndarray  # (n, 2) row, col
+
+
+@dataclass(frozen=True)
+class SliceGeometry:
+    """Maps working-size pixels of one slice to patient millimetres."""
+
+    position: np.ndarray  # (3,) ImagePositionPatient of the slice
+    row_dir: np.ndarray  # (3,) direction of increasing column
+    col_dir: np.ndarray  # (3,) direction of increasing row
+    spacing: tuple[float, float]  # (row, col) mm per working-size pixel
+
+    def to_patient(self, row: float, col: float) -> np.ndarray:
+        """Patient coordinates (mm) of a pixel."""
+        return self.position + col * self.spacing[1] * self.row_dir + row * self.spacing[0] * self.col_dir
+
+    @classmethod
+    def of(
+        cls,
+        position: np.ndarray,
+        orientation: np.ndarray,
+        pixel_spacing: tuple[float, float],
+        shape: tuple[int, int],
+        size: int,
+    ) -> SliceGeometry:
+        """Geometry of a slice of original ``shape`` resized to ``size`` x ``size``."""
+        orient = np.asarray(orientation, dtype=np.float64)
+        if orient.shape != (6,) or not np.isfinite(orient).all():
+            orient = np.array([0.0, 1.0, 0.0, 0.0, 0.0, -1.0])  # sagittal default: rows go down the spine
+        pos = np.asarray(position, dtype=np.float64)
+        pos = np.where(np.isfinite(pos), pos, 0.0)
+        spacing = (float(pixel_spacing[0]) * shape[0] / size, float(pixel_spacing[1]) * shape[1] / size)
+        return cls(pos, orient[:3], orient[3:], spacing)
+
+    def superior(self, row: float, col: float) -> float:
+        """Height along the patient's head direction (+z) of a pixel."""
+        return float(self.to_patient(row, col)[2])
+
+
+def structures(label: np.ndarray, cls: int, min_area: int) -> list[Structure]:
+    """Connected components of class ``cls`` with at least ``min_area`` pixels."""
+    from scipy import ndimage
+
+    comp, n = ndimage.label(label == cls)
+    out = []
+    for i in range(1, n + 1):
+        coords = np.argwhere(comp == i)
+        if len(coords) >= min_area:
+            r, c = coords.mean(axis=0)
+            out.append(Structure(float(r), float(c), len(coords), coords))
+    return out
+
+
+def bottom_up(items: list[Structure], geom: SliceGeometry) -> list[Structure]:
+    """``items`` sorted from the most inferior to the most superior."""
+    return sorted(items, key=lambda s: geom.superior(s.row, s.col))
+
+
+def disc_levels(discs: list[Structure], geom: SliceGeometry) -> dict[str, Structure]:
+    """The lowest five discs as ``{level: disc}``, L5/S1 first from the bottom."""
+    ordered = bottom_up(discs, geom)
+    return {LEVELS[len(LEVELS) - 1 - i]: d for i, d in enumerate(ordered[: len(LEVELS)])}
+
+
+def nearest_level(levels: dict[str, Structure], row: float, col: float) -> str | None:
+    """The level whose disc centroid is closest to ``(row, col)``; None without discs."""
+    if not levels:
+        return None
+    return min(levels, key=lambda lv: (levels[lv].row - row) ** 2 + (levels[lv].col - col) ** 2)
+
+
+def bracketing(
+    vertebrae: list[Structure], disc: Structure, geom: SliceGeometry
+) -> tuple[Structure | None, ...]:
+    """The vertebra just below and just above ``disc`` (None where there is none)."""
+    z = geom.superior(disc.row, disc.col)
+    below = [v for v in vertebrae if geom.superior(v.row, v.col) < z]
+    above = [v for v in vertebrae if geom.superior(v.row, v.col) > z]
+
+    def dist(v: Structure) -> float:
+        return (v.row - disc.row) ** 2 + (v.col - disc.col) ** 2
+
+    return (min(below, key=dist) if below else None, min(above, key=dist) if above else None)
+
+
+def width_across(v: Structure, axis: np.ndarray) -> float:
+    """Extent of a structure perpendicular to the unit ``axis`` (row, col), in pixels."""
+    perp = np.array([-axis[1], axis[0]])
+    proj = v.coords @ perp
+    return float(proj.max() - proj.min() + 1)
+
+
+def region_axes(
+    disc: Structure | None,
+    below: Structure | None,
+    above: Structure | None,
+    along: float,
+    across: float,
+    fallback: float,
+) -> tuple[np.ndarray, float, float]:
+    """Spine axis (unit, row/col), semi-axis along it and across it, sized by the neighbouring vertebrae.
+
+    Along the spine the region spans ``along`` x the distance between the two vertebra
+    centroids (the disc gap and a little of each endplate); across it spans ``across``
+    x the vertebrae's width. ``fallback`` (pixels) stands in where no vertebra was found.
+    """
+    pair = [v for v in (below, above) if v is not None]
+    if len(pair) == 2:
+        vec = np.array([above.row - below.row, above.col - below.col])
+        gap = float(np.hypot(*vec))
+    elif pair and disc is not None:
+        vec = np.array([disc.row - pair[0].row, disc.col - pair[0].col]) * (1 if pair[0] is below else -1)
+        gap = 2 * float(np.hypot(*vec))
+    else:
+        return np.array([-1.0, 0.0]), fallback, fallback
+    axis = vec / max(np.hypot(*vec), 1e-6)
+    width = float(np.mean([width_across(v, axis) for v in pair]))
+    return axis, max(along * gap / 2, 1.0), max(across * width / 2, 1.0)
+
+
+def ellipse(
+    shape: tuple[int, int],
+    center: tuple[float, float],
+    axis: np.ndarray,
+    semi_along: float,
+    semi_across: float,
+) -> np.ndarray:
+    """Boolean mask of an ellipse centred at ``(row, col)`` with its long axis along ``axis``."""
+    rows, cols = np.mgrid[0 : shape[0], 0 : shape[1]]
+    dr, dc = rows - center[0], cols - center[1]
+    u = dr * axis[0] + dc * axis[1]
+    v = -dr * axis[1] + dc * axis[0]
+    return (u / semi_along) ** 2 + (v / semi_across) ** 2 <= 1.0
+
+
+def ring(mask: np.ndarray, width: int) -> np.ndarray:
+    """Pixels within ``width`` of ``mask`` but outside it."""
+    from scipy import ndimage
+
+    if width <= 0 or not mask.any():
+        return np.zeros_like(mask, dtype=bool)
+    return ndimage.binary_dilation(mask, iterations=width) & ~mask
+
+
+def order_ok(vertebrae: list[Structure], discs: list[Structure], geom: SliceGeometry) -> bool:
+    """True when every disc lies between two vertebrae (vertebra, disc, vertebra, ... from the bottom)."""
+    if len(discs) < 1 or len(vertebrae) < 2:
+        return False
+    seq = [("v", geom.superior(v.row, v.col)) for v in vertebrae] + [
+        ("d", geom.superior(d.row, d.col)) for d in discs
+    ]
+    kinds = [k for k, _ in sorted(seq, key=lambda t: t[1])]
+    return all(not (a == "d" and b == "d") for a, b in zip(kinds, kinds[1:], strict=False))

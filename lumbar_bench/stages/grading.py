@@ -1,0 +1,212 @@
+"""Stage 5: predicted class probabilities on a study's relevant slices -> 25 x 3 grades.
+
+Relevant slices are learnt from the training annotations: for every sagittal condition,
+the median relative slice position of its annotated slices (mid-sagittal T2 for the
+canal, one parasagittal T1 slice per side for the foramina). Levels come from the
+discs the model itself predicts on the mid slice, counted from the bottom; each
+pixel belongs to the level of its nearest disc. Axial slices are matched to levels by
+projecting those discs into patient space. Within a level's region, the mass of the
+condition's three severity classes gives its distribution; where there is too little
+mass or no anatomy, the row stays NaN and the caller falls back to the training prior.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from lumbar_bench.constants import LABEL_COLUMNS, LEVELS
+from lumbar_bench.errors import DataError
+from lumbar_bench.stages import anatomy as an
+from lumbar_bench.stages.pseudo_masks import ClassScheme, axial_level, working_stack
+
+log = logging.getLogger(__name__)
+_ROW = {lab: i for i, lab in enumerate(LABEL_COLUMNS)}
+
+
+@dataclass(frozen=True)
+class GradingConfig:
+    """Where to look and how much evidence counts."""
+
+    size: int = 128
+    #: Slices on either side of the learnt position that are averaged.
+    halfwidth: int = 1
+    #: Minimum summed probability mass of a condition's classes in a region.
+    min_mass: float = 2.0
+    min_area: int = 6
+    #: Weight of the segmentation estimate against the training prior (1 = segmentation only).
+    blend: float = 0.6
+
+
+@dataclass
+class StudyGrades:
+    """25 x 3 probabilities (NaN rows = nothing found) and why rows are missing."""
+
+    probs: np.ndarray = field(default_factory=lambda: np.full((len(LABEL_COLUMNS), 3), np.nan))
+    problems: list[str] = field(default_factory=list)
+
+
+def slice_positions(coords, schemes: dict[str, ClassScheme]) -> dict[str, float]:  # noqa: ANN001
+    """Median relative slice position (0 = first, 1 = last) of each sagittal condition's annotations."""
+    out = {}
+    for desc, scheme in schemes.items():
+        if not desc.startswith("Sagittal"):
+            continue
+        rows = coords[coords["series_type"] == desc]
+        for cond in scheme.conditions:
+            sel = rows[rows["condition"] == cond]
+            rel = sel["slice_index"] / (sel["n_slices"] - 1).clip(lower=1)
+            out[cond] = float(rel.median()) if len(rel) else 0.5
+    return out
+
+
+def level_regions(discs: dict[str, an.Structure], shape: tuple[int, int]) -> dict[str, np.ndarray]:
+    """Pixels nearest each level's disc, within the median spacing of neighbouring discs."""
+    if not discs:
+        return {}
+    pts = np.array([[d.row, d.col] for d in discs.values()])
+    gaps = [np.hypot(*(a - b)) for a, b in zip(pts, pts[1:], strict=False)]
+    reach = float(np.median(gaps)) if gaps else shape[0] / 6
+    rows, cols = np.mgrid[0 : shape[0], 0 : shape[1]]
+    d2 = (rows[None] - pts[:, 0, None, None]) ** 2 + (cols[None] - pts[:, 1, None, None]) ** 2
+    nearest = d2.argmin(0)
+    close = d2.min(0) <= reach**2
+    return {lv: (nearest == i) & close for i, lv in enumerate(discs)}
+
+
+def _distribution(mass: np.ndarray, min_mass: float) -> np.ndarray | None:
+    total = float(mass.sum())
+    return mass / total if total >= min_mass else None
+
+
+class StudyGrader:
+    """Grades studies with one probability function per series type."""
+
+    def __init__(
+        self, predict: dict, schemes: dict[str, ClassScheme], positions: dict[str, float], cfg: GradingConfig
+    ) -> None:
+        self.predict = predict  # series type -> callable(image (S, S)) -> probs (C, S, S)
+        self.schemes = schemes
+        self.positions = positions
+        self.cfg = cfg
+
+    def grade(self, data, study_id: int) -> StudyGrades:  # noqa: ANN001
+        """Grades of every row the study's series can tell something about."""
+        out = StudyGrades()
+        disc_pts: dict[str, np.ndarray] = {}
+        order = sorted(
+            self.schemes, key=lambda d: (not d.startswith("Sagittal T2"), not d.startswith("Sagittal"))
+        )
+        for desc in order:
+            scheme = self.schemes[desc]
+            series = data.series_of(study_id, desc)
+            if not series or desc not in self.predict:
+                out.problems.append(f"no {desc} series")
+                continue
+            try:
+                vol = data.volume(study_id, series[0])
+            except DataError as exc:
+                out.problems.append(f"{desc} unreadable ({exc})")
+                continue
+            pixels, geoms = working_stack(vol, self.cfg.size)
+            if desc.startswith("Sagittal"):
+                pts = self._sagittal(out, desc, scheme, pixels, geoms)
+                if pts and (not disc_pts or desc.startswith("Sagittal T2")):
+                    disc_pts = pts
+            else:
+                self._axial(out, desc, scheme, pixels, geoms, disc_pts)
+        return out
+
+    def _probs(self, desc: str, pixels: np.ndarray, indices: list[int], cache: dict) -> list[np.ndarray]:
+        for i in indices:
+            if i not in cache:
+                cache[i] = self.predict[desc](pixels[i])
+        return [cache[i] for i in indices]
+
+    def _sagittal(
+        self,
+        out: StudyGrades,
+        desc: str,
+        scheme: ClassScheme,
+        pixels: np.ndarray,
+        geoms: list[an.SliceGeometry],
+    ) -> dict[str, np.ndarray]:
+        n, cache = len(pixels), {}
+        mid = n // 2
+        mid_probs = self._probs(desc, pixels, [mid], cache)[0]
+        disc_cls = 1 + scheme.anatomy.index("disc") if "disc" in scheme.anatomy else None
+        discs = an.structures(mid_probs.argmax(0), disc_cls, self.cfg.min_area) if disc_cls else []
+        levels = an.disc_levels(discs, geoms[mid])
+        if not levels:
+            out.problems.append(f"no vertebrae/discs found on {desc}")
+            return {}
+        regions = level_regions(levels, pixels.shape[1:])
+        for cond in scheme.conditions:
+            centre = int(round(self.positions.get(cond, 0.5) * (n - 1)))
+            idx = [
+                i for i in range(centre - self.cfg.halfwidth, centre + self.cfg.halfwidth + 1) if 0 <= i < n
+            ]
+            probs = self._probs(desc, pixels, idx, cache)
+            first = scheme.lesion(cond, 0)
+            for lv, region in regions.items():
+                mass = np.array([sum(float(p[first + s][region].sum()) for p in probs) for s in range(3)])
+                dist = _distribution(mass, self.cfg.min_mass)
+                if dist is not None:
+                    out.probs[_ROW[f"{cond}_{lv}"]] = dist
+        return {lv: geoms[mid].to_patient(d.row, d.col) for lv, d in levels.items()}
+
+    def _axial(
+        self,
+        out: StudyGrades,
+        desc: str,
+        scheme: ClassScheme,
+        pixels: np.ndarray,
+        geoms: list[an.SliceGeometry],
+        disc_pts: dict[str, np.ndarray],
+    ) -> None:
+        if not disc_pts:
+            out.problems.append(f"{desc}: no sagittal discs to place the axial slices")
+            return
+        normal = np.cross(geoms[0].row_dir, geoms[0].col_dir)
+        cache: dict = {}
+        size = pixels.shape[1]
+        for lv, pt in disc_pts.items():
+            dist = [abs(float(np.dot(pt - g.position, normal))) for g in geoms]
+            best = int(np.argmin(dist))
+            if axial_level(disc_pts, geoms[best]) != lv:
+                continue
+            probs = self._probs(desc, pixels, [best], cache)[0]
+            centre_x = geoms[best].to_patient(size / 2, size / 2)[0]
+            cols = np.arange(size)
+            left_cols = np.array([geoms[best].to_patient(size / 2, c)[0] > centre_x for c in cols])
+            for cond in scheme.conditions:
+                keep = (
+                    left_cols
+                    if cond.startswith("left_")
+                    else ~left_cols
+                    if cond.startswith("right_")
+                    else None
+                )
+                first = scheme.lesion(cond, 0)
+                mass = np.array(
+                    [
+                        float(probs[first + s][:, keep].sum() if keep is not None else probs[first + s].sum())
+                        for s in range(3)
+                    ]
+                )
+                d = _distribution(mass, self.cfg.min_mass)
+                if d is not None:
+                    out.probs[_ROW[f"{cond}_{lv}"]] = d
+
+
+def blend_with_prior(probs: np.ndarray, prior: np.ndarray, weight: float) -> np.ndarray:
+    """Segmentation rows blended with the prior; NaN rows take the prior as is."""
+    found = np.isfinite(probs).all(axis=1)
+    out = prior.copy()
+    out[found] = weight * probs[found] + (1 - weight) * prior[found]
+    return out / out.sum(axis=1, keepdims=True)
+
+
+__all__ = ["LEVELS", "GradingConfig", "StudyGrader", "StudyGrades", "blend_with_prior", "slice_positions"]

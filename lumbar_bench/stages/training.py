@@ -1,0 +1,280 @@
+"""nnU-Net training schedules of the three approaches: single model, and out-of-fold self-refinement.
+
+Every training gets an equal share of the compute budget left (minus a reserve for
+prediction) as its soft deadline. Held-out evaluation (Dice against pseudo-masks and
+against the phantom's truth) and label-vs-prediction overlays also live here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from lumbar_bench.approaches.base import RunContext
+from lumbar_bench.constants import slug
+from lumbar_bench.stages import nnunet_dataset as nd
+from lumbar_bench.stages import nnunet_train as nt
+from lumbar_bench.stages import pipeline as pl
+from lumbar_bench.stages.pseudo_masks import ClassScheme, load_case
+from lumbar_bench.stages.seg_eval import DiceBook, evaluate_cases, read_truth_labels
+
+log = logging.getLogger(__name__)
+
+Loader = Callable[[str], tuple[np.ndarray, np.ndarray]]
+
+
+class Trainer:
+    """Trains and evaluates the nnU-Nets of one approach run."""
+
+    def __init__(
+        self,
+        cfg,
+        schemes: dict[str, ClassScheme],
+        ctx: RunContext,
+        masks: pl.StageResult,  # noqa: ANN001
+        reserve: float,
+    ) -> None:
+        self.cfg, self.schemes, self.ctx, self.masks, self.reserve = cfg, schemes, ctx, masks, reserve
+        self.time_to_best = 0.0
+        for key in ("nnunet_plan", "nnunet_train"):
+            ctx.stage_seconds.setdefault(key, 0.0)
+
+    def _deadline(self, remaining: int) -> float | None:
+        if self.ctx.deadline is None:
+            return None
+        left = self.ctx.budget_left() - self.reserve
+        return time.monotonic() + max(left, 0.0) / max(remaining, 1)
+
+    def _epoch_logger(self, tag: str) -> Callable[[int, dict[str, float]], None]:
+        def log_epoch(epoch: int, metrics: dict[str, float]) -> None:
+            for key, value in metrics.items():
+                self.ctx.log_metric(f"nnunet/{tag}/{key}", value, epoch)
+
+        return log_epoch
+
+    def fit_type(
+        self,
+        desc: str,
+        cases: pd.DataFrame,
+        load: Loader,
+        partitions: list[list[int]],
+        fold_ids: list[int],
+        dataset_id: int,
+        upstream: dict,
+        remaining: int,
+    ) -> dict[int, Path]:
+        """Export/plan (cached) and train ``fold_ids`` of one series type; fold -> output folder."""
+        scheme = self.schemes[desc]
+        studies = dict(zip(cases["case_id"], cases["study_id"].astype(int), strict=True))
+        if len(studies) < 2:
+            log.warning(
+                "nnunet: %d %s cases; no model for this series type (prior for its rows)", len(studies), desc
+            )
+            return {}
+        folds = pl.fold_entries(studies, partitions)
+        ds = pl.dataset_stage(
+            self.ctx.cache_dir,
+            dataset_id,
+            scheme,
+            lambda: (nd.Case(c, s, *load(c)) for c, s in studies.items()),
+            studies,
+            folds,
+            self.cfg.plan(),
+            upstream,
+        )
+        self.ctx.stage_seconds["nnunet_plan"] += ds.seconds
+        paths = pl.nnunet_paths(ds, self.ctx.workdir / "nnunet")
+        out = {}
+        for i, fold in enumerate(fold_ids):
+            schedule = nt.Schedule(
+                self.cfg.epochs,
+                self.cfg.iterations,
+                self.cfg.val_iterations,
+                deadline=self._deadline(remaining - i),
+            )
+            t0 = time.monotonic()
+            out[fold] = nt.train(
+                dataset_id,
+                paths,
+                fold,
+                schedule,
+                self.ctx.device,
+                self._epoch_logger(f"{dataset_id}_{slug(desc)}/f{fold}"),
+            )
+            self.ctx.stage_seconds["nnunet_train"] += time.monotonic() - t0
+        return out
+
+    def single(
+        self, cases: pd.DataFrame, rest: list[int], val: list[int], load: Loader, base_id: int
+    ) -> dict[str, Path]:
+        """One nnU-Net per series type on ``cases``, fold 0 = train on ``rest``, validate on ``val``."""
+        models, types = {}, [d for d in self.schemes if d in set(cases["series_type"])]
+        for i, desc in enumerate(types):
+            sub = cases[cases["series_type"] == desc]
+            trained = self.fit_type(
+                desc,
+                sub,
+                load,
+                [val, rest],
+                [0],
+                base_id + i,
+                {"masks": self.masks.key, "variant_cases": len(sub)},
+                len(types) - i,
+            )
+            if 0 in trained:
+                models[desc] = trained[0]
+                self._note_best(trained[0])
+        return models
+
+    def _note_best(self, fold_dir: Path) -> None:
+        info = (
+            json.loads((fold_dir / "harness.json").read_text())
+            if (fold_dir / "harness.json").exists()
+            else {}
+        )
+        self.time_to_best += float(info.get("time_to_best_s") or 0.0)
+        self.ctx.time_to_best_s = self.time_to_best
+
+    def refined(
+        self,
+        cases: pd.DataFrame,
+        keep: set[int],
+        rest: list[int],
+        val: list[int],
+        evaluate: Callable[[dict[str, Path], object], object],
+    ) -> dict[str, Path]:
+        """Stage 1 on QC'd masks (k folds over ``rest``), out-of-fold merge, stage 2 on the merged masks."""
+        from lumbar_bench.stages.nnunet_predict import Predictor
+
+        cfg, ctx = self.cfg, self.ctx
+        parts = nd.kfold_studies(rest, max(cfg.refine_folds, 2), ctx.seed + 1)
+        k, types = len(parts), [d for d in self.schemes if d in set(cases["series_type"])]
+        merged_dir = ctx.workdir / "merged"
+        merged_dir.mkdir(parents=True, exist_ok=True)
+        book = DiceBook(self.schemes)
+        t_merge = 0.0
+        with ctx.nested_run("stage1") as child:
+            for i, desc in enumerate(types):
+                sub = cases[(cases["series_type"] == desc)]
+                kept = sub[sub["series_id"].isin(keep) & sub["study_id"].isin(rest)]
+                folds = self.fit_type(
+                    desc,
+                    kept,
+                    self._load_masks,
+                    parts,
+                    list(range(k)),
+                    501 + i,
+                    {"masks": self.masks.key, "stage": 1},
+                    (len(types) - i) * (k + 1),
+                )
+                t0 = time.monotonic()
+                for fold, fold_dir in folds.items():
+                    predict = Predictor(fold_dir, ctx.device).probabilities
+                    held = sub[sub["study_id"].isin(parts[fold])]
+                    for case in held.itertuples(index=False):
+                        image, label = self._load_masks(case.case_id)
+                        pred = predict(image).argmax(0).astype(np.uint8)
+                        book.add(desc, pred, label, None)
+                        np.savez_compressed(
+                            merged_dir / f"{case.case_id}.npz",
+                            image=image,
+                            label=merge(label, pred, self.schemes[desc]),
+                        )
+                t_merge += time.monotonic() - t0
+            stage1 = {f"stage1/{k_}": v for k_, v in book.metrics().items()}
+            child.log_metrics({k_.split("/", 1)[1]: v for k_, v in stage1.items() if np.isfinite(v)})
+            ctx.extra_metrics.update(stage1)
+        ctx.stage_seconds["nnunet_oof_merge"] = t_merge
+        models = {}
+        with ctx.nested_run("stage2") as child:
+            for i, desc in enumerate(types):
+                sub = cases[cases["series_type"] == desc]
+                have = {p.stem for p in merged_dir.glob("*.npz")}
+                train = sub[sub["study_id"].isin(rest) & sub["case_id"].isin(have)]
+                both = pd.concat([train, sub[sub["study_id"].isin(val)]])
+                digest = hashlib.sha256(
+                    b"".join((merged_dir / f"{c}.npz").read_bytes() for c in sorted(train["case_id"]))
+                ).hexdigest()[:16]
+                trained = self.fit_type(
+                    desc,
+                    both,
+                    self._load_merged,
+                    [val, rest],
+                    [0],
+                    511 + i,
+                    {"masks": self.masks.key, "stage": 2, "merged": digest},
+                    len(types) - i,
+                )
+                if 0 in trained:
+                    models[desc] = trained[0]
+                    self._note_best(trained[0])
+            evaluate(models, child)
+        return models
+
+    def _load_masks(self, case_id: str) -> tuple[np.ndarray, np.ndarray]:
+        return load_case(self.masks.path, case_id)
+
+    def _load_merged(self, case_id: str) -> tuple[np.ndarray, np.ndarray]:
+        path = self.ctx.workdir / "merged" / f"{case_id}.npz"
+        if not path.exists():
+            return self._load_masks(case_id)
+        with np.load(path) as z:
+            return z["image"], z["label"]
+
+    def evaluate(
+        self,
+        data,
+        val_cases: pd.DataFrame,
+        models: dict[str, Path],
+        mask_dir: Path,  # noqa: ANN001
+        child=None,
+    ) -> dict[str, float]:  # noqa: ANN001
+        """Held-out Dice (pseudo-masks, truth) and overlays for a few held-out studies."""
+        from lumbar_bench.stages import overlays as ov
+        from lumbar_bench.stages.nnunet_predict import Predictor
+
+        ctx = self.ctx
+        fns = {d: Predictor(p, ctx.device).probabilities for d, p in models.items()}
+        book = DiceBook(self.schemes)
+        truth = read_truth_labels(data.root)
+        done = evaluate_cases(
+            book, val_cases, lambda c: load_case(mask_dir, c), fns, data.root, truth, self.cfg.size
+        )
+        metrics = book.metrics()
+        ctx.extra_metrics.update(metrics)
+        if child is not None:
+            child.log_metrics({k: v for k, v in metrics.items() if np.isfinite(v)})
+        shown = sorted(val_cases["study_id"].unique())[: self.cfg.overlays]
+        for desc, scheme in self.schemes.items():
+            sel = val_cases[(val_cases["series_type"] == desc) & val_cases["study_id"].isin(shown)]
+            items = [(str(c), *done[c]) for c in sel["case_id"] if c in done][:8]
+            if items:
+                path = ov.label_vs_prediction(
+                    ctx.workdir / "overlays" / f"{slug(desc)}.png",
+                    items,
+                    scheme.names,
+                    f"{desc}: pseudo-mask vs nnU-Net",
+                )
+                ctx.log_artifact(path, "overlays")
+        log.info(
+            "nnunet: held-out dice_mean %.3f, truth_dice_mean %.3f",
+            metrics.get("dice_mean", np.nan),
+            metrics.get("truth_dice_mean", np.nan),
+        )
+        return metrics
+
+
+def merge(label: np.ndarray, pred: np.ndarray, scheme: ClassScheme) -> np.ndarray:
+    """Anatomy from the prediction, lesion classes and ignore pixels from the annotated pseudo-mask."""
+    n_anat = 1 + len(scheme.anatomy)
+    out = np.where(pred < n_anat, pred, 0).astype(np.uint8)
+    annotated = label >= n_anat
+    out[annotated] = label[annotated]
+    return out

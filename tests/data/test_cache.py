@@ -1,0 +1,120 @@
+"""Content-keyed series cache: hits, keys, atomic writes, corrupt entries."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+
+from lumbar_bench.data import cache as cache_mod
+from lumbar_bench.data.cache import SeriesCache, content_key
+from lumbar_bench.data.dicom import read_files, read_series
+from tests.data.test_dicom import write_series
+
+
+def _no_decode(*args: object, **kwargs: object) -> None:
+    raise AssertionError("decoded although the cache should have hit")
+
+
+def _entries(cache_dir: Path) -> list[Path]:
+    return sorted(p for p in cache_dir.rglob("*") if p.is_file())
+
+
+def test_second_get_is_a_hit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_series(tmp_path / "s", n=4)
+    cache = SeriesCache(tmp_path / "cache")
+    first, hit1 = cache.lookup(tmp_path / "s")
+    monkeypatch.setattr(cache_mod.dicom, "decode_series", _no_decode)
+    second, hit2 = cache.lookup(tmp_path / "s")
+    assert (hit1, hit2) == (False, True)
+    np.testing.assert_array_equal(first.pixels, second.pixels)
+    assert second.pixels.dtype == np.float32
+    np.testing.assert_array_equal(first.instance_numbers, second.instance_numbers)
+    np.testing.assert_array_equal(first.positions, second.positions)
+    np.testing.assert_array_equal(first.orientation, second.orientation)
+    assert first.pixel_spacing == second.pixel_spacing
+    assert first.slice_spacing == second.slice_spacing
+    assert first.skipped == second.skipped
+
+
+def test_cached_volume_equals_direct_read(tmp_path: Path) -> None:
+    write_series(tmp_path / "s", n=3)
+    (tmp_path / "s" / "bad.dcm").write_bytes(b"junk")
+    cache = SeriesCache(tmp_path / "cache")
+    cache.get(tmp_path / "s")
+    cached, direct = cache.get(tmp_path / "s"), read_series(tmp_path / "s")
+    np.testing.assert_array_equal(cached.pixels, direct.pixels)
+    assert cached.skipped == direct.skipped and cached.skipped[0][0] == "bad.dcm"
+
+
+def test_key_follows_content_not_location(tmp_path: Path) -> None:
+    write_series(tmp_path / "a", n=3)
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    key_a = content_key(read_files(tmp_path / "a"))
+    assert key_a == content_key(read_files(tmp_path / "b"))
+    ds = pydicom.dcmread(tmp_path / "b" / "2.dcm")
+    arr = ds.pixel_array.copy()
+    arr[0, 0] += 1
+    ds.PixelData = arr.tobytes()
+    ds.save_as(tmp_path / "b" / "2.dcm", enforce_file_format=True)
+    assert content_key(read_files(tmp_path / "b")) != key_a
+    (tmp_path / "a" / "3.dcm").rename(tmp_path / "a" / "30.dcm")
+    assert content_key(read_files(tmp_path / "a")) != key_a
+
+
+def test_modified_file_misses(tmp_path: Path) -> None:
+    write_series(tmp_path / "s", n=3)
+    cache = SeriesCache(tmp_path / "cache")
+    cache.get(tmp_path / "s")
+    (tmp_path / "s" / "3.dcm").unlink()
+    vol, hit = cache.lookup(tmp_path / "s")
+    assert not hit and vol.n_slices == 2
+    assert len(_entries(tmp_path / "cache")) == 2
+
+
+@pytest.mark.parametrize("error", [RuntimeError, OSError])
+def test_write_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: type[Exception]) -> None:
+    write_series(tmp_path / "s", n=3)
+    cache = SeriesCache(tmp_path / "cache")
+
+    def half_write(fh: object, **arrays: object) -> None:
+        fh.write(b"PK\x03\x04 partial")  # type: ignore[attr-defined]
+        raise error("disk went away")
+
+    monkeypatch.setattr(np, "savez", half_write)
+    if error is OSError:  # an I/O failure only costs the cache entry
+        vol = cache.get(tmp_path / "s")
+        assert vol.n_slices == 3
+    else:
+        with pytest.raises(RuntimeError, match="disk went away"):
+            cache.get(tmp_path / "s")
+    assert _entries(tmp_path / "cache") == []
+
+
+def test_corrupt_entry_rebuilt(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    write_series(tmp_path / "s", n=3)
+    cache = SeriesCache(tmp_path / "cache")
+    good = cache.get(tmp_path / "s")
+    (entry,) = _entries(tmp_path / "cache")
+    entry.write_bytes(entry.read_bytes()[:100])
+    with caplog.at_level(logging.WARNING):
+        vol, hit = cache.lookup(tmp_path / "s")
+    assert not hit
+    assert any(
+        "corrupt cache entry" in r.getMessage() and str(entry) in r.getMessage() for r in caplog.records
+    )
+    np.testing.assert_array_equal(vol.pixels, good.pixels)
+    assert cache.lookup(tmp_path / "s")[1]
+
+
+def test_compressed_entries(tmp_path: Path) -> None:
+    write_series(tmp_path / "s", n=3)
+    cache = SeriesCache(tmp_path / "cache", compress=True)
+    first = cache.get(tmp_path / "s")
+    second, hit = cache.lookup(tmp_path / "s")
+    assert hit
+    np.testing.assert_array_equal(first.pixels, second.pixels)

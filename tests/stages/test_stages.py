@@ -1,0 +1,107 @@
+"""Each stage of the segmentation route on the tiny phantom."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lumbar_bench.approaches.prior import fit_prior
+from lumbar_bench.stages import grading as gr
+from lumbar_bench.stages import qc
+from lumbar_bench.stages.pseudo_masks import load_case, load_schemes
+from lumbar_bench.stages.schemes import derive_schemes
+
+pytestmark = pytest.mark.slow
+
+
+def test_schemes_follow_where_conditions_are_annotated(phantom_data):
+    schemes = derive_schemes(phantom_data.coordinates, phantom_data.series)
+    assert schemes["Sagittal T2/STIR"].conditions == ("spinal_canal_stenosis",)
+    assert set(schemes["Sagittal T1"].conditions) == {"left_neural_foraminal_narrowing",
+                                                     "right_neural_foraminal_narrowing"}
+    assert set(schemes["Axial T2"].conditions) == {"left_subarticular_stenosis", "right_subarticular_stenosis"}
+    t1 = schemes["Sagittal T1"]
+    assert t1.names[:3] == ["background", "vertebra", "disc"] and len(t1.names) == 9 and t1.ignore == 9
+    assert schemes["Axial T2"].anatomy == ()
+
+
+def test_vertebra_unet_reports_dice_per_structure(vertebrae):
+    result, metrics = vertebrae
+    assert (result.path / "model.pt").exists()
+    for name in ("vertebra", "disc", "canal"):
+        assert 0 <= metrics[f"vertebrae/val_dice/{name}"] <= 1
+    assert metrics["vertebrae/val_dice/vertebra"] > 0.3
+
+
+def test_pseudo_masks_paint_every_series_type(masks):
+    result, studies = masks
+    cases = pd.read_csv(result.path / "cases.csv")
+    schemes = load_schemes(result.path / "schemes.json")
+    assert set(cases["series_type"]) == set(schemes)
+    assert set(cases["study_id"]) <= set(studies)
+    for desc, scheme in schemes.items():
+        case_id = cases[cases["series_type"] == desc]["case_id"].iloc[0]
+        image, label = load_case(result.path, case_id)
+        assert image.shape == label.shape == (64, 64)
+        lesions = label[(label > len(scheme.anatomy)) & (label < scheme.ignore)]
+        assert lesions.size > 0, desc
+        assert (label == scheme.ignore).any()
+    coords = pd.read_csv(result.path / "coords.csv", keep_default_na=False)
+    sag = coords[coords["series_type"].str.startswith("Sagittal")]
+    assert (sag["level_from_masks"] == sag["level"]).mean() > 0.5
+
+
+def test_qc_scores_and_manual_overrides(masks, tmp_path):
+    result, _ = masks
+    report = qc.run_qc(result.path, qc.QCConfig())
+    assert {"score", "keep", "reasons", "check_level"} <= set(report.columns)
+    assert report["score"].between(0, 1).all()
+    worst = int(report.iloc[0]["series_id"])
+    best = int(report.iloc[-1]["series_id"])
+    manual = tmp_path / "manual.csv"
+    manual.write_text(f"series_id,action\n{worst},include\n{best},exclude\n")
+    again = qc.run_qc(result.path, qc.QCConfig(manual=str(manual))).set_index("series_id")
+    assert again.loc[worst, "keep"] and not again.loc[best, "keep"]
+    assert "manual_exclude" in again.loc[best, "reasons"]
+    summary = qc.summarise(again.reset_index())
+    assert summary["qc/n_series"] == len(report) and summary["qc/n_dropped"] >= 1
+
+
+def test_qc_catches_the_phantoms_hard_cases(masks, tiny_phantom):
+    result, _ = masks
+    report = qc.run_qc(result.path, qc.QCConfig())
+    hard = pd.read_csv(tiny_phantom / "truth" / "cases.csv").set_index("study_id")
+    flags = [c for c in hard.columns if c != "study_id"]
+    report["hard"] = report["study_id"].map(hard[flags].astype(bool).any(axis=1)).fillna(False)
+    if report["hard"].any() and (~report["hard"]).any():
+        assert report.loc[report["hard"], "score"].mean() <= report.loc[~report["hard"], "score"].mean() + 0.05
+
+
+def test_a_study_without_vertebrae_falls_back_to_the_prior(phantom_data, masks, caplog):
+    result, studies = masks
+    schemes = load_schemes(result.path / "schemes.json")
+
+    def blank(image):  # a model that finds nothing: all background
+        n = max(len(s.names) for s in schemes.values())
+        out = np.zeros((n,) + image.shape, np.float32)
+        out[0] = 1
+        return out
+
+    grader = gr.StudyGrader({d: blank for d in schemes}, schemes, {}, gr.GradingConfig(size=64))
+    grades = grader.grade(phantom_data, studies[0])
+    assert np.isnan(grades.probs).all()
+    assert any("no vertebrae" in p for p in grades.problems)
+    prior = fit_prior(phantom_data.labels)
+    assert np.allclose(gr.blend_with_prior(grades.probs, prior, 0.6), prior)
+
+
+def test_blend_keeps_rows_normalised():
+    prior = np.full((25, 3), 1 / 3)
+    probs = np.full((25, 3), np.nan)
+    probs[0] = [1, 0, 0]
+    out = gr.blend_with_prior(probs, prior, 0.5)
+    assert np.allclose(out.sum(1), 1) and out[0, 0] == pytest.approx(0.5 + 0.5 / 3)
+    assert logging.getLogger("lumbar_bench").name

@@ -1,0 +1,160 @@
+import functools
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from lumbar_bench import registry, runner, tracking
+from lumbar_bench.approaches.base import Approach
+from lumbar_bench.budget import BUDGET_EXIT_CODE, Budget, Watchdog
+
+EXP = "budget-test"
+
+
+def test_hard_limit_follows_amlb():
+    assert Budget(1.0).soft_seconds == 60 and Budget(1.0).hard_seconds == 120  # 2 x budget
+    assert Budget(120.0).hard_seconds == 7200 + 3600  # budget + 60 min
+    assert Budget(540.0, "gpu").label() == "540 min gpu"
+
+
+def test_watchdog_fires_calls_back_and_exits_with_the_budget_code():
+    called, codes = threading.Event(), []
+    dog = Watchdog(0.05, called.set, exit_fn=codes.append)
+    with dog:
+        assert dog.fired.wait(5)
+    assert called.is_set() and codes == [BUDGET_EXIT_CODE]
+
+
+def test_watchdog_is_cancelled_when_the_block_ends_in_time():
+    codes = []
+    with Watchdog(0.3, lambda: None, exit_fn=codes.append) as dog:
+        pass
+    time.sleep(0.5)
+    assert not dog.fired.is_set() and codes == []
+
+
+# --- the hard limit through runner.run: an approach that ignores its soft budget -----------------
+
+RELEASE = threading.Event()
+
+
+@dataclass(frozen=True)
+class SleepyConfig:
+    """Sleeps instead of training; ignores the deadline on purpose."""
+
+    seconds: float = 30.0
+
+    @classmethod
+    def for_subset(cls, subset: str) -> "SleepyConfig":
+        return cls()
+
+
+class SleepyApproach(Approach):
+    name = "sleepy"
+    Config = SleepyConfig
+
+    def fit(self, data, study_ids, ctx):
+        RELEASE.wait(self.config.seconds)
+        raise SystemExit(BUDGET_EXIT_CODE)  # where os._exit would already have ended the process
+
+    def predict(self, data, study_ids, ctx):
+        raise AssertionError("never reached")
+
+    def save(self, directory: Path) -> None:
+        pass
+
+    @classmethod
+    def load(cls, directory, config):
+        return cls(config)
+
+
+@pytest.fixture
+def sleepy(monkeypatch):
+    spec = registry.ApproachSpec("sleepy", "tests.test_budget:SleepyApproach", "test", {"ci": (0.01, "cpu")})
+    monkeypatch.setitem(registry._REGISTRY, "sleepy", spec)
+    RELEASE.clear()
+    return spec
+
+
+@pytest.mark.slow
+def test_watchdog_marks_the_run_failed_with_reason_budget(sleepy, tiny_phantom, tmp_path, monkeypatch):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    seen = {}
+
+    def fake_exit(code: int) -> None:
+        """What the store holds at the instant os._exit would end the process."""
+        (run,) = tracking.search_runs(uri, EXP, "tags.approach = 'sleepy'")
+        seen.update(code=code, status=run.info.status, tags=run.data.tags)
+        RELEASE.set()
+
+    monkeypatch.setattr(runner, "Watchdog", functools.partial(Watchdog, exit_fn=fake_exit))
+    request = runner.RunRequest(
+        "sleepy",
+        data_dir=tiny_phantom,
+        cache_dir=tmp_path / "cache",
+        tracking_uri=uri,
+        experiment=EXP,
+        progress=False,
+    )  # budget 0.01 min: hard limit 1.2 s
+    with pytest.raises(SystemExit):
+        runner.run(request)
+    assert seen["code"] == BUDGET_EXIT_CODE and seen["status"] == "FAILED"
+    assert seen["tags"]["failure_reason"] == "budget" and seen["tags"]["budget_exceeded"] == "true"
+    assert "hard limit" in seen["tags"]["failure_message"]
+
+
+# --- the soft limit: training stops at the budget and predicts with its best checkpoint ------------
+
+
+@pytest.mark.slow
+def test_soft_limit_stops_training_keeps_the_best_model_and_tags_the_run(tiny_phantom, tmp_path, monkeypatch):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cache = tmp_path / "cache"
+    fired = []
+    monkeypatch.setattr(runner, "Watchdog", functools.partial(Watchdog, exit_fn=fired.append))
+    # warm the series cache so the budget is spent training, not decoding DICOM
+    runner.run(
+        runner.RunRequest(
+            "resnet18",
+            data_dir=tiny_phantom,
+            cache_dir=cache,
+            tracking_uri=uri,
+            experiment=EXP,
+            progress=False,
+            overrides=("epochs=1",),
+        )
+    )
+    result = runner.run(
+        runner.RunRequest(
+            "resnet18",
+            data_dir=tiny_phantom,
+            cache_dir=cache,
+            tracking_uri=uri,
+            experiment=EXP,
+            progress=False,
+            budget_minutes=0.15,
+            overrides=("epochs=500", "patience=500"),
+        )
+    )  # 9 s soft, 18 s hard
+    assert fired == []  # the soft limit did its job: the watchdog never fired
+    run = tracking.get_run(uri, result.run_id)
+    assert run.info.status == "FINISHED" and run.data.tags["budget_exceeded"] == "true"
+    assert run.data.tags["budget"] == "0.15 min cpu"
+    m = run.data.metrics
+    assert 0 <= m["best_epoch"] < 499 and m["runtime/time_to_best_s"] <= m["runtime/train_s"]
+    assert m["runtime/train_s"] < 9 + 8  # stopped near the soft limit (one epoch of slack)
+    assert m["runtime/total_s"] > 9 and "rsna_score" in m
+    from mlflow import MlflowClient
+
+    artifacts = {a.path for a in MlflowClient(uri).list_artifacts(result.run_id)}
+    assert {"predictions.csv", "labels.csv", "model"} <= artifacts
+
+
+def test_every_approach_declares_a_budget_per_subset():
+    for spec in registry.list_approaches():
+        assert {"ci", "small", "full"} <= set(spec.budgets), spec.name
+        minutes, device = spec.budgets["ci"]
+        assert minutes <= 3 and device == "cpu"
+    assert registry.get_spec("resnet18").budgets["full"] == (540.0, "gpu")  # the Kaggle 9 h notebook limit
