@@ -293,13 +293,14 @@ def update(request: CheckRequest) -> Baseline:
     digests: set[tuple[str, str]] = set()
     for name in names:
         runs = [run_approach(name, request, seed) for seed in range(max(request.seeds, 1))]
-        bad = [r for r in runs if r.status != "FINISHED" or r.rsna_score is None]
-        if bad:
-            left_out[name] = bad[0].message or bad[0].status
-            log.warning("%s left out of the baseline: %s", name, left_out[name])
+        budget = get_spec(name).budgets.get(SUBSET, (60.0, DEVICE))[0]
+        reason = _unfit(runs, budget)
+        if reason:
+            left_out[name] = reason
+            log.warning("%s left out of the baseline: %s", name, reason)
             continue
         digests |= {(r.split_digest, r.data_digest) for r in runs}
-        entries[name] = expected_from_runs(runs, get_spec(name).budgets.get(SUBSET, (60.0, DEVICE))[0])
+        entries[name] = expected_from_runs(runs, budget)
     if not entries:
         raise ConfigError(f"no approach ran; nothing to write ({left_out})")
     if len(digests) != 1:
@@ -320,6 +321,28 @@ def update(request: CheckRequest) -> Baseline:
     return baseline
 
 
+def _unfit(runs: list[Observed], budget_minutes: float) -> str:
+    """Why these runs cannot make a baseline entry (failed, no score, over budget); "" if they can."""
+    for r in runs:
+        if r.status != "FINISHED" or r.rsna_score is None:
+            return f"run {r.status}: {r.message}"[:300]
+        if r.budget_exceeded or (r.runtime_s or 0.0) > budget_minutes * 60:
+            return f"over budget: {r.runtime_s or float('nan'):.0f} s > {budget_minutes * 60:.0f} s"
+    return ""
+
+
+def ungated(baseline: Baseline) -> list[str]:
+    """List the registered approaches the baseline does not gate, with the reason recorded at update."""
+    from lumbar_bench.registry import list_approaches
+
+    reasons = baseline.generated.get("left_out", {})
+    return [
+        f"{s.name} ({reasons.get(s.name, 'not in the baseline')})"
+        for s in list_approaches()
+        if s.name not in baseline.approaches
+    ]
+
+
 def _previous(path: Path) -> Baseline | None:
     """Return the existing baseline at ``path``, if there is a readable one."""
     try:
@@ -328,7 +351,7 @@ def _previous(path: Path) -> Baseline | None:
         return None
 
 
-def render(verdicts: list[Verdict]) -> str:
+def render(verdicts: list[Verdict], not_gated: list[str] = ()) -> str:
     """Plain-text table of expected against got, one line per approach, and a summary line."""
     head = (
         f"{'approach':<16} {'status':<9} {'rsna_score expected':>22} {'got':>8} {'dice expected':>16} "

@@ -240,8 +240,10 @@ def _run(args: argparse.Namespace) -> int:
         print(json.dumps(result.as_dict()))
     else:
         m = result.metrics
+        floor = f"  oracle floor {m['reference/oracle_score']:.4f}" if "reference/oracle_score" in m else ""
         print(f"{result.approach} fold {result.fold} ({result.subset}): rsna_score {m['rsna_score']:.4f}  "
-              f"accuracy {m['accuracy']:.3f}  balanced_accuracy {m['balanced_accuracy']:.3f}  "
+              f"(prior {m['reference/prior_score']:.4f}{floor}; lower is better)\n"
+              f"  accuracy {m['accuracy']:.3f}  balanced_accuracy {m['balanced_accuracy']:.3f}  "
               f"total {m['runtime/total_s']:.1f}s  run {result.run_id}")
     return 0
 
@@ -290,7 +292,9 @@ def _check(args: argparse.Namespace) -> int:
         print(f"wrote {args.baseline}: {', '.join(baseline.approaches)} ({check.TOLERANCE_RULE})")
         return 0
     verdicts = check.check(request)
-    print(json.dumps([v.as_dict() for v in verdicts], indent=1) if args.json else check.render(verdicts))
+    not_gated = [] if args.approaches else check.ungated(check.Baseline.load(args.baseline))
+    text = json.dumps([v.as_dict() for v in verdicts], indent=1) if args.json else check.render(verdicts, not_gated)
+    print(text)
     return 0 if all(v.ok for v in verdicts) else 1
 
 
@@ -299,6 +303,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if args.verbose < 2:  # MLflow announces its own schema migrations at INFO
+        logging.getLogger("mlflow").setLevel(logging.WARNING)
     try:
         return _HANDLERS[args.command](args)
     except LumbarBenchError as exc:

@@ -19,6 +19,7 @@ from lumbar_bench.metrics.classification import classification_metrics, severity
 from lumbar_bench.metrics.score import score, submission_matrix
 
 if TYPE_CHECKING:
+    from lumbar_bench.data.rsna import RSNAData
     from lumbar_bench.tracking import TrackedRun
 
 
@@ -37,6 +38,22 @@ def compute_metrics(labels: pd.DataFrame, predictions: pd.DataFrame) -> dict[str
             acc = classification_metrics(codes[:, cols], probs[:, cols])["accuracy"]
             metrics[f"accuracy/{slug(GROUP_SERIES[group])}"] = acc
     return metrics
+
+
+def reference_scores(data: RSNAData, train_ids: list[int], eval_ids: list[int]) -> dict[str, float]:
+    """Scores of the training prior and, on the phantom, of the oracle, on the same held-out studies.
+
+    They put a run's ``rsna_score`` in context: the number to beat and the floor no approach can pass.
+    """
+    from lumbar_bench.approaches.prior import fit_prior, prior_submission
+
+    labels = data.labels.loc[eval_ids]
+    out = {"reference/prior_score": score(labels, prior_submission(fit_prior(data.labels.loc[train_ids]),
+                                                                   eval_ids)).score}
+    oracle = data.root / "truth" / "oracle_submission.csv"
+    if oracle.exists():
+        out["reference/oracle_score"] = score(labels, pd.read_csv(oracle, dtype={"row_id": str})).score
+    return out
 
 
 def evaluate_and_log(labels: pd.DataFrame, predictions: pd.DataFrame, trun: TrackedRun, workdir: Path,

@@ -194,6 +194,7 @@ def _fit_and_evaluate(cls: type[Approach], config: Any, data: Any, train_ids: li
     metrics = evaluation.evaluate_and_log(data.labels.loc[eval_ids], predictions, trun, workdir,
                                           title=f"{request.approach} fold {request.fold} ({request.subset})")
     metrics.update(ctx.extra_metrics)
+    metrics.update(evaluation.reference_scores(data, train_ids, eval_ids))
     metrics.update({"runtime/train_s": train_s, "runtime/total_s": total_s,
                     "runtime/predict_s": total_s - train_s,
                     **{f"runtime/{k}_s": v for k, v in ctx.stage_seconds.items()}})

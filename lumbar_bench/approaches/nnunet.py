@@ -66,6 +66,8 @@ class NnUNetConfig:
     min_mass: float = 2.0
     predict_reserve: float = 0.25
     overlays: int = 4
+    #: torch threads while fitting and predicting (0 = leave as is; 1 avoids oversubscribing a shared CPU).
+    threads: int = 0
 
     @classmethod
     def for_subset(cls, subset: str) -> NnUNetConfig:
@@ -86,6 +88,7 @@ class NnUNetConfig:
                 refine_folds=2,
                 min_mass=1.0,
                 overlays=3,
+                threads=1,
             )
         if subset == "small":
             return cls(
@@ -152,6 +155,12 @@ class NnUNetApproach(Approach):
     # ------------------------------------------------------------------ fit
     def fit(self, data, study_ids: Sequence[int], ctx: RunContext) -> None:  # noqa: ANN001
         """Run every stage on the training studies; only ``study_ids`` are ever looked at."""
+        from lumbar_bench.stages.nnunet_train import torch_threads
+
+        with torch_threads(self.config.threads):
+            self._fit(data, study_ids, ctx)
+
+    def _fit(self, data, study_ids: Sequence[int], ctx: RunContext) -> None:  # noqa: ANN001
         from lumbar_bench.stages import nnunet_dataset as nd
         from lumbar_bench.stages.training import Trainer
 
@@ -246,6 +255,12 @@ class NnUNetApproach(Approach):
 
     def predict(self, data, study_ids: Sequence[int], ctx: RunContext) -> pd.DataFrame:  # noqa: ANN001
         """Grades from the segmentation where it finds something, the training prior elsewhere."""
+        from lumbar_bench.stages.nnunet_train import torch_threads
+
+        with torch_threads(self.config.threads):
+            return self._predict(data, study_ids, ctx)
+
+    def _predict(self, data, study_ids: Sequence[int], ctx: RunContext) -> pd.DataFrame:  # noqa: ANN001
         if self.prior is None:
             raise RuntimeError("nnunet: predict() before fit()")
         t0 = time.monotonic()

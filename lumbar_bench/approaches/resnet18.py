@@ -150,7 +150,7 @@ class ResNet18Approach(Approach):
         val_ids = subset_studies(list(study_ids), n_val)
         train_ids = [s for s in study_ids if s not in set(val_ids)]
         x_tr, x_val = self._inputs(data, train_ids, ctx, "train"), self._inputs(data, val_ids, ctx, "val")
-        y_tr = torch.from_numpy(data.labels.loc[train_ids, list(LABEL_COLUMNS)].to_numpy(np.int64))
+        y_tr = torch.tensor(data.labels.loc[train_ids, list(LABEL_COLUMNS)].to_numpy(np.int64))
         y_val = data.labels.loc[val_ids, list(LABEL_COLUMNS)].to_numpy(np.int64)
         model = self.model.to(device)
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -217,7 +217,7 @@ class ResNet18Approach(Approach):
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += float(loss) * len(idx)
+            total += float(loss.detach()) * len(idx)
             seen += len(idx)
         return total / max(seen, 1)
 

@@ -51,9 +51,16 @@ def phantom(tiny_phantom: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def tables(phantom: Path) -> dict[str, pd.DataFrame]:
-    return {name: read_csv(phantom / f"{name}.csv") for name in (
-        "train", "train_label_coordinates", "train_series_descriptions", "test_series_descriptions",
-        "sample_submission")}
+    return {
+        name: read_csv(phantom / f"{name}.csv")
+        for name in (
+            "train",
+            "train_label_coordinates",
+            "train_series_descriptions",
+            "test_series_descriptions",
+            "sample_submission",
+        )
+    }
 
 
 # ---------------------------------------------------------------- layout and schemas
@@ -92,8 +99,12 @@ def test_ids_realistic_unique_and_disjoint(tables: dict[str, pd.DataFrame]) -> N
 
 def test_image_folders_match_series_table(phantom: Path, tables: dict[str, pd.DataFrame]) -> None:
     for part in ("train", "test"):
-        expected = {(int(r.study_id), int(r.series_id)) for r in tables[f"{part}_series_descriptions"].itertuples()}
-        found = {(int(p.parent.name), int(p.name)) for p in (phantom / f"{part}_images").glob("*/*") if p.is_dir()}
+        expected = {
+            (int(r.study_id), int(r.series_id)) for r in tables[f"{part}_series_descriptions"].itertuples()
+        }
+        found = {
+            (int(p.parent.name), int(p.name)) for p in (phantom / f"{part}_images").glob("*/*") if p.is_dir()
+        }
         assert found == expected
         assert all(any((phantom / f"{part}_images" / str(st) / str(se)).glob("*.dcm")) for st, se in expected)
 
@@ -164,15 +175,21 @@ def test_instance_numbers_not_always_spatial(phantom: Path, tables: dict[str, pd
             headers = series_headers(phantom / "train_images" / str(r.study_id) / str(r.series_id))
             by_x = [h.InstanceNumber for h in sorted(headers, key=lambda h: float(h.ImagePositionPatient[0]))]
             n = len(by_x)
-            kinds.add("right_to_left" if by_x == list(range(1, n + 1))
-                      else "left_to_right" if by_x == list(range(n, 0, -1)) else "shuffled")
+            kinds.add(
+                "right_to_left"
+                if by_x == list(range(1, n + 1))
+                else "left_to_right"
+                if by_x == list(range(n, 0, -1))
+                else "shuffled"
+            )
     assert {"right_to_left", "left_to_right"} <= kinds
 
 
 def test_fast_writer_is_byte_identical_to_pydicom(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
-    stack = geometry.sagittal(rng, "Sagittal T1", np.array([1.0, 2.0, 3.0]), fov=250, shape=(40, 56), n=5,
-                              spacing=4.1)
+    stack = geometry.sagittal(
+        rng, "Sagittal T1", np.array([1.0, 2.0, 3.0]), fov=250, shape=(40, 56), n=5, spacing=4.1
+    )
     stored = rng.integers(0, 4000, (5, 40, 56)).astype(np.uint16)
     info = SeriesInfo(123, 456, 1, uid("a"), uid("b"), "STIR", 2.0, -100.0, 12, 3.0)
     write_series(tmp_path / "fast", stack, stored, info, fast=True)
@@ -198,9 +215,13 @@ def test_readable_by_project_reader(phantom: Path, tables: dict[str, pd.DataFram
 def test_coordinates_reference_existing_instances(phantom: Path, tables: dict[str, pd.DataFrame]) -> None:
     coords = tables["train_label_coordinates"]
     descs = tables["train_series_descriptions"].set_index("series_id")["series_description"]
-    expected = {"Spinal Canal Stenosis": "Sagittal T2/STIR", "Left Neural Foraminal Narrowing": "Sagittal T1",
-                "Right Neural Foraminal Narrowing": "Sagittal T1", "Left Subarticular Stenosis": "Axial T2",
-                "Right Subarticular Stenosis": "Axial T2"}
+    expected = {
+        "Spinal Canal Stenosis": "Sagittal T2/STIR",
+        "Left Neural Foraminal Narrowing": "Sagittal T1",
+        "Right Neural Foraminal Narrowing": "Sagittal T1",
+        "Left Subarticular Stenosis": "Axial T2",
+        "Right Subarticular Stenosis": "Axial T2",
+    }
     for r in coords.itertuples():
         path = phantom / "train_images" / str(r.study_id) / str(r.series_id) / f"{r.instance_number}.dcm"
         ds = pydicom.dcmread(path, stop_before_pixels=True)
@@ -226,20 +247,26 @@ def test_foraminal_coordinates_on_their_side(phantom: Path, tables: dict[str, pd
 def test_coordinates_fall_in_their_true_zone(phantom: Path, tables: dict[str, pd.DataFrame]) -> None:
     hits = []
     for r in tables["train_label_coordinates"].itertuples():
-        code = 1 + 5 * list(CONDITION_TITLES.values()).index(r.condition) + list(LEVEL_TITLES.values()).index(r.level)
+        code = (
+            1
+            + 5 * list(CONDITION_TITLES.values()).index(r.condition)
+            + list(LEVEL_TITLES.values()).index(r.level)
+        )
         with np.load(phantom / "truth" / "masks" / str(r.study_id) / f"{r.series_id}.npz") as z:
             k = int(np.flatnonzero(z["instance_numbers"] == r.instance_number)[0])
             les = z["lesion"][k]
         y, x = int(round(r.y)), int(round(r.x))
-        hits.append(code in les[max(y - 2, 0):y + 3, max(x - 2, 0):x + 3])
+        hits.append(code in les[max(y - 2, 0) : y + 3, max(x - 2, 0) : x + 3])
     assert np.mean(hits) > 0.95
 
 
 def test_blank_labels_have_no_coordinates(tables: dict[str, pd.DataFrame]) -> None:
     labels = tables["train"].set_index("study_id")
     coords = tables["train_label_coordinates"]
-    keys = {(r.study_id, f"{r.condition.lower().replace(' ', '_')}_{r.level.lower().replace('/', '_')}")
-            for r in coords.itertuples()}
+    keys = {
+        (r.study_id, f"{r.condition.lower().replace(' ', '_')}_{r.level.lower().replace('/', '_')}")
+        for r in coords.itertuples()
+    }
     assert len(keys) == len(coords)
     for study, label in keys:
         assert labels.at[study, label] != ""
@@ -383,8 +410,17 @@ def _render(severity: np.ndarray, description: str) -> tuple[anatomy.Spine, np.n
     rng = np.random.default_rng(42)
     spine = anatomy.sample_spine(rng, severity, 0.0)
     if description == "Axial T2":
-        stack = geometry.axial_blocks(rng, spine, 0.5 * spine.canal_v, np.zeros(3), fov=180.0, shape=(96, 96),
-                                      per_level=[3] * 5, spacing=4.0, tilted=True)
+        stack = geometry.axial_blocks(
+            rng,
+            spine,
+            0.5 * spine.canal_v,
+            np.zeros(3),
+            fov=180.0,
+            shape=(96, 96),
+            per_level=[3] * 5,
+            spacing=4.0,
+            tilted=True,
+        )
     else:
         centre = spine.point(float(spine.vert_center[2]), 0.0, 0.6 * spine.canal_v)
         stack = geometry.sagittal(rng, description, centre, fov=260.0, shape=(128, 128), n=15, spacing=3.5)
@@ -392,11 +428,14 @@ def _render(severity: np.ndarray, description: str) -> tuple[anatomy.Spine, np.n
     return spine, maps.cls, maps.les
 
 
-@pytest.mark.parametrize(("condition", "level", "series"), [
-    (0, 3, "Sagittal T2/STIR"),  # canal at L4/L5
-    (1, 4, "Sagittal T1"),  # left foramen at L5/S1
-    (4, 2, "Axial T2"),  # right lateral recess at L3/L4
-])
+@pytest.mark.parametrize(
+    ("condition", "level", "series"),
+    [
+        (0, 3, "Sagittal T2/STIR"),  # canal at L4/L5
+        (1, 4, "Sagittal T1"),  # left foramen at L5/S1
+        (4, 2, "Axial T2"),  # right lateral recess at L3/L4
+    ],
+)
 def test_severity_shrinks_the_zone(condition: int, level: int, series: str) -> None:
     open_fraction = []
     for amount in (0.1, 0.45, 0.8):  # normal, moderate and severe narrowing

@@ -32,6 +32,8 @@ SPIDER_DISC_BASE = 201
 S_MIN, S_MAX, S_STEP = -140.0, 330.0, 0.25
 #: Segment kinds of the ``s`` intervals.
 KIND_NONE, KIND_BODY, KIND_DISC, KIND_SACRUM = 0, 1, 2, 3
+#: Newton steps projecting a point onto the spine curve.
+NEWTON_STEPS = 3
 
 
 @dataclass(frozen=True, eq=False)
@@ -70,11 +72,13 @@ class Spine:
 
     @property
     def columns(self) -> list[np.ndarray]:
-        """Float32 columns of ``frame`` plus the arc length of each row (index 12)."""
+        """Float32 columns of ``frame``, the arc length of each row (12) and ``dT/ds`` (13-15)."""
         cached = self.__dict__.get("_columns")
         if cached is None:
             s = (S_MIN + np.arange(len(self.frame)) * S_STEP).astype(np.float32)
+            bend = np.gradient(self.frame[:, 3:6], S_STEP, axis=0)
             cached = [np.ascontiguousarray(self.frame[:, j], dtype=np.float32) for j in range(12)] + [s]
+            cached += [np.ascontiguousarray(bend[:, j], dtype=np.float32) for j in range(3)]
             object.__setattr__(self, "_columns", cached)
         return cached
 
@@ -96,7 +100,7 @@ class Spine:
         return row[0:3] + u * row[6:9] + v * row[9:12]
 
     def tangent(self, s: float) -> np.ndarray:
-        """Unit tangent of the spine curve at ``s``."""
+        """Return the unit tangent of the spine curve at ``s``."""
         return self.frame[_index(np.asarray(s, dtype=np.float64)), 3:6].copy()
 
     def level_disc(self, level: int) -> int:
@@ -133,23 +137,24 @@ def _index(s: np.ndarray) -> np.ndarray:
 def local_coords(spine: Spine, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, ...]:
     """Local ``(u, v, s)`` of patient points (float32 arrays of any equal shape).
 
-    ``s`` starts from ``z`` through the curve's monotone height and is refined by two
-    projection steps onto the curve; ``u`` and ``v`` are the offsets along the frame at ``s``.
+    ``s`` starts from ``z`` through the curve's monotone height and is refined by Newton
+    steps on ``(P - C(s)) . T(s) = 0``; ``u`` and ``v`` are the offsets along the frame at ``s``.
     """
     cols = spine.columns
     z0, dz, s_of_z = spine.inverse_z
     i = np.take(s_of_z, np.clip(np.rint((z - z0) * (1.0 / dz)).astype(np.int32), 0, len(s_of_z) - 1))
-    for final in (False, False, True):
-        dx = x - np.take(cols[0], i)
-        dy = y - np.take(cols[1], i)
-        dzz = z - np.take(cols[2], i)
-        s = np.take(cols[12], i) + dx * np.take(cols[3], i) + dy * np.take(cols[4], i) + dzz * np.take(cols[5], i)
-        if final:
-            u = dx * np.take(cols[6], i) + dy * np.take(cols[7], i) + dzz * np.take(cols[8], i)
-            v = dx * np.take(cols[9], i) + dy * np.take(cols[10], i) + dzz * np.take(cols[11], i)
-            return u, v, s
-        i = np.clip(np.rint((s - np.float32(S_MIN)) * np.float32(1.0 / S_STEP)).astype(np.int32), 0, len(cols[0]) - 1)
-    raise AssertionError("unreachable")
+    last = len(cols[0]) - 1
+    for _ in range(NEWTON_STEPS):
+        dx, dy, dzz = x - np.take(cols[0], i), y - np.take(cols[1], i), z - np.take(cols[2], i)
+        along = dx * np.take(cols[3], i) + dy * np.take(cols[4], i) + dzz * np.take(cols[5], i)
+        bend = dx * np.take(cols[13], i) + dy * np.take(cols[14], i) + dzz * np.take(cols[15], i)
+        s = np.take(cols[12], i) + along / np.maximum(np.float32(1.0) - bend, np.float32(0.3))
+        i = np.clip(np.rint((s - np.float32(S_MIN)) * np.float32(1.0 / S_STEP)).astype(np.int32), 0, last)
+    dx, dy, dzz = x - np.take(cols[0], i), y - np.take(cols[1], i), z - np.take(cols[2], i)
+    s = np.take(cols[12], i) + dx * np.take(cols[3], i) + dy * np.take(cols[4], i) + dzz * np.take(cols[5], i)
+    u = dx * np.take(cols[6], i) + dy * np.take(cols[7], i) + dzz * np.take(cols[8], i)
+    v = dx * np.take(cols[9], i) + dy * np.take(cols[10], i) + dzz * np.take(cols[11], i)
+    return u, v, s
 
 
 def _curve(rng: np.random.Generator, s_l3: float, scoliosis: bool) -> np.ndarray:
@@ -157,7 +162,7 @@ def _curve(rng: np.random.Generator, s_l3: float, scoliosis: bool) -> np.ndarray
     s = np.arange(S_MIN, S_MAX + S_STEP / 2, S_STEP)
     phi0 = -np.deg2rad(rng.uniform(15, 28))
     k = np.deg2rad(rng.uniform(25, 45)) / 185.0
-    phi = np.where(s >= 0, phi0 + k * np.minimum(s, 185.0), np.maximum(phi0 + 0.010 * s, -np.deg2rad(65)))
+    phi = np.where(s >= 0, phi0 + k * np.minimum(s, 185.0), np.maximum(phi0 + 0.006 * s, -np.deg2rad(55)))
     psi = np.full_like(s, np.deg2rad(rng.uniform(-2.5, 2.5)))
     if scoliosis:
         amp = np.deg2rad(rng.uniform(12, 20)) * rng.choice([-1.0, 1.0])
@@ -171,15 +176,18 @@ def _curve(rng: np.random.Generator, s_l3: float, scoliosis: bool) -> np.ndarray
     return np.concatenate([c, t, nu, nv], axis=1)
 
 
-def _layout(rng: np.random.Generator, scale: float, transitional: str,
-            disc_degeneration: np.ndarray) -> dict[str, np.ndarray]:
+def _layout(
+    rng: np.random.Generator, scale: float, transitional: str, disc_degeneration: np.ndarray
+) -> dict[str, np.ndarray]:
     """Vertebra and disc intervals along ``s`` (bottom up), with sizes and labels.
 
     Segment arrays are indexed by ``searchsorted(edges, s, side="right")``: entry 0 and the
     last entry are empty space, entry 1 the sacrum, then discs and bodies alternate.
     """
     body_h = np.array(BODY_HEIGHT) * scale * rng.uniform(0.93, 1.07, len(VERTEBRAE))
-    disc_h = np.array(DISC_HEIGHT) * scale * rng.uniform(0.93, 1.07, len(DISCS)) * (1 - 0.3 * disc_degeneration)
+    disc_h = (
+        np.array(DISC_HEIGHT) * scale * rng.uniform(0.93, 1.07, len(DISCS)) * (1 - 0.3 * disc_degeneration)
+    )
     if transitional == "sacralised":
         disc_h[0] = rng.uniform(1.5, 3.0)
     segs: list[tuple[int, int, float, float, int]] = []  # kind, label, a, b, index
@@ -202,20 +210,35 @@ def _layout(rng: np.random.Generator, scale: float, transitional: str,
         vert_c.append(s + body_h[i] / 2), vert_h.append(body_h[i] / 2)
         s += body_h[i]
     edges.append(s)
-    table = [(KIND_NONE, 0, 1.0, 1.0, -1), (KIND_SACRUM, 0, 26.0 * scale, 17.0 * scale, -1), *segs,
-             (KIND_NONE, 0, 1.0, 1.0, -1)]
+    table = [
+        (KIND_NONE, 0, 1.0, 1.0, -1),
+        (KIND_SACRUM, 0, 26.0 * scale, 17.0 * scale, -1),
+        *segs,
+        (KIND_NONE, 0, 1.0, 1.0, -1),
+    ]
     cols = list(zip(*table, strict=True))
     return {
         "edges": np.array(edges),
-        "seg_kind": np.array(cols[0]), "seg_label": np.array(cols[1]),
-        "seg_a": np.array(cols[2]), "seg_b": np.array(cols[3]), "seg_index": np.array(cols[4]),
-        "vert_center": np.array(vert_c), "vert_half": np.array(vert_h),
-        "disc_center": np.array(disc_c), "disc_half": np.array(disc_hh),
+        "seg_kind": np.array(cols[0]),
+        "seg_label": np.array(cols[1]),
+        "seg_a": np.array(cols[2]),
+        "seg_b": np.array(cols[3]),
+        "seg_index": np.array(cols[4]),
+        "vert_center": np.array(vert_c),
+        "vert_half": np.array(vert_h),
+        "disc_center": np.array(disc_c),
+        "disc_half": np.array(disc_hh),
     }
 
 
-def sample_spine(rng: np.random.Generator, severity: np.ndarray, degeneration: float, *,
-                 transitional: str = "", scoliosis: bool = False) -> Spine:
+def sample_spine(
+    rng: np.random.Generator,
+    severity: np.ndarray,
+    degeneration: float,
+    *,
+    transitional: str = "",
+    scoliosis: bool = False,
+) -> Spine:
     """Draw one patient's spine with the given ``(5, 5)`` narrowing amounts.
 
     ``transitional`` is ``""``, ``"sacralised"`` (a rudimentary L5/S1 disc, broad L5) or
@@ -241,14 +264,26 @@ def sample_spine(rng: np.random.Generator, severity: np.ndarray, degeneration: f
     f32 = lambda a: np.asarray(a, dtype=np.float32)  # noqa: E731  (per-pixel tables stay float32)
     return Spine(
         frame=frame,
-        edges=f32(lay["edges"]), seg_kind=lay["seg_kind"], seg_label=lay["seg_label"].astype(np.uint16),
-        seg_a=f32(lay["seg_a"]), seg_b=f32(lay["seg_b"]), seg_index=lay["seg_index"],
-        vert_center=f32(lay["vert_center"]), vert_half=f32(lay["vert_half"]),
-        vert_label=np.arange(1, len(VERTEBRAE) + 1, dtype=np.uint16), vert_b=f32(vert_b),
-        disc_center=f32(lay["disc_center"]), disc_half=f32(lay["disc_half"]),
-        disc_label=(SPIDER_DISC_BASE + np.arange(n_disc)).astype(np.uint16), disc_level=level,
-        disc_severity=f32(disc_sev), hydration=1.0 - 0.6 * disc_deg,
-        canal_a=float(canal_a), canal_b=float(canal_b), canal_v=canal_v,
+        edges=f32(lay["edges"]),
+        seg_kind=lay["seg_kind"],
+        seg_label=lay["seg_label"].astype(np.uint16),
+        seg_a=f32(lay["seg_a"]),
+        seg_b=f32(lay["seg_b"]),
+        seg_index=lay["seg_index"],
+        vert_center=f32(lay["vert_center"]),
+        vert_half=f32(lay["vert_half"]),
+        vert_label=np.arange(1, len(VERTEBRAE) + 1, dtype=np.uint16),
+        vert_b=f32(vert_b),
+        disc_center=f32(lay["disc_center"]),
+        disc_half=f32(lay["disc_half"]),
+        disc_label=(SPIDER_DISC_BASE + np.arange(n_disc)).astype(np.uint16),
+        disc_level=level,
+        disc_severity=f32(disc_sev),
+        hydration=1.0 - 0.6 * disc_deg,
+        canal_a=float(canal_a),
+        canal_b=float(canal_b),
+        canal_v=canal_v,
         trunk=(rng.uniform(140, 175), -45.0, skin_v + 45.0, trunk_fat),
-        severity=np.asarray(severity, dtype=np.float64), transitional=transitional,
+        severity=np.asarray(severity, dtype=np.float64),
+        transitional=transitional,
     )

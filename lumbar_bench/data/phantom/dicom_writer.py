@@ -44,7 +44,7 @@ def uid(*parts: object) -> str:
 
 
 def _ds(value: float) -> str:
-    """A DS string of at most 16 characters."""
+    """Format ``value`` as a DS string of at most 16 characters."""
     text = f"{value:.8g}"
     return text if len(text) <= 16 else f"{value:.6g}"
 
@@ -120,9 +120,22 @@ def write_series(folder: Path, stack: Stack, stored: np.ndarray, info: SeriesInf
     return stack.n
 
 
-_SOP, _NUMBER, _IPP, _IOP, _LOCATION, _PIXELS = 0x00080018, 0x00200013, 0x00200032, 0x00200037, 0x00201041, 0x7FE00010
-_KEYWORDS = {_SOP: "SOPInstanceUID", _NUMBER: "InstanceNumber", _IPP: "ImagePositionPatient",
-             _IOP: "ImageOrientationPatient", _LOCATION: "SliceLocation", _PIXELS: "PixelData"}
+_SOP, _NUMBER, _IPP, _IOP, _LOCATION, _PIXELS = (
+    0x00080018,
+    0x00200013,
+    0x00200032,
+    0x00200037,
+    0x00201041,
+    0x7FE00010,
+)
+_KEYWORDS = {
+    _SOP: "SOPInstanceUID",
+    _NUMBER: "InstanceNumber",
+    _IPP: "ImagePositionPatient",
+    _IOP: "ImageOrientationPatient",
+    _LOCATION: "SliceLocation",
+    _PIXELS: "PixelData",
+}
 _VR = {_SOP: b"UI", _NUMBER: b"IS", _IPP: b"DS", _IOP: b"DS", _LOCATION: b"DS", _PIXELS: b"OW"}
 _PLACEHOLDER = "1." + "9" * 62
 
@@ -137,7 +150,7 @@ def _file_meta(sop: str) -> FileMetaDataset:
 
 
 def _save_with_pydicom(ds: Dataset, values: dict[int, object], path: Path) -> None:
-    """The reference path: set the per-slice tags and let pydicom write the file."""
+    """Set the per-slice tags and let pydicom write the file (the reference path)."""
     ds.file_meta = _file_meta(str(values[_SOP]))
     for tag, value in values.items():
         setattr(ds, _KEYWORDS[tag], value)
@@ -168,7 +181,7 @@ class _Template:
         self.tags = cuts
 
     def encode(self, values: dict[int, object]) -> bytes:
-        """The whole file for one slice."""
+        """Return the whole file of one slice."""
         sop = str(values[_SOP]).encode("ascii")
         parts = [self.head.replace(_PLACEHOLDER.encode("ascii"), sop), self.blocks[0]]
         for tag, block in zip(self.tags, self.blocks[1:], strict=True):

@@ -47,6 +47,7 @@ class Local(NamedTuple):
     s: np.ndarray
     disc: np.ndarray
     vert: np.ndarray
+    narrowing: np.ndarray | None = None
 
 
 def paint(spine: Spine, u: np.ndarray, v: np.ndarray, s: np.ndarray) -> Maps:
@@ -58,6 +59,7 @@ def paint(spine: Spine, u: np.ndarray, v: np.ndarray, s: np.ndarray) -> Maps:
     _trunk(spine, u, v, s, maps)
     near = (np.abs(u) < 80.0) & (v > -60.0) & (v < spine.canal_v + spine.canal_b + 45.0)
     idx, loc, sub = _within(spine, Local(u, v, s, u, u), maps, near)
+    loc = loc._replace(narrowing=_canal_profile(spine, loc))
     _bodies_and_discs(spine, loc, sub)
     _posterior_elements(spine, loc, sub)
     _canal(spine, loc, sub)
@@ -69,11 +71,14 @@ def paint(spine: Spine, u: np.ndarray, v: np.ndarray, s: np.ndarray) -> Maps:
 
 
 def _within(spine: Spine, loc: Local, maps: Maps, mask: np.ndarray) -> tuple[np.ndarray, Local, Maps]:
-    """The pixels where ``mask`` holds: their indices, local coordinates and map values."""
+    """Select the pixels where ``mask`` holds: their indices, local coordinates and map values."""
     idx = np.flatnonzero(mask)
     u, v, s = loc.u[idx], loc.v[idx], loc.s[idx]
-    return idx, Local(u, v, s, _nearest(spine.disc_center, s), _nearest(spine.vert_center, s)), \
-        Maps(*(m[idx] for m in maps))
+    return (
+        idx,
+        Local(u, v, s, _nearest(spine.disc_center, s), _nearest(spine.vert_center, s)),
+        Maps(*(m[idx] for m in maps)),
+    )
 
 
 def _back(maps: Maps, idx: np.ndarray, sub: Maps) -> None:
@@ -167,8 +172,12 @@ def _posterior_elements(spine: Spine, loc: Local, maps: Maps) -> None:
     above_sacrum = s > spine.disc_center[0] - spine.disc_half[0] - 4.0
     marrow = (T_VERT + j).astype(np.uint8)
     label = spine.vert_label[j].astype(np.uint16)
-    pedicle = (au > ca + 0.5) & (au < ca + 7) & (v > 0.55 * b) & (v < cv + 1) & (ds > -0.15 * h) & (ds < 0.8 * h)
-    transverse = (au > ca + 5) & (au < ca + 28) & (v > 0.7 * b) & (v < 0.7 * b + 7) & (np.abs(ds - 0.2 * h) < 0.25 * h)
+    pedicle = (
+        (au > ca + 0.5) & (au < ca + 7) & (v > 0.55 * b) & (v < cv + 1) & (ds > -0.15 * h) & (ds < 0.8 * h)
+    )
+    transverse = (
+        (au > ca + 5) & (au < ca + 28) & (v > 0.7 * b) & (v < 0.7 * b + 7) & (np.abs(ds - 0.2 * h) < 0.25 * h)
+    )
     lamina = (au < ca + 8) & (v > back + 1) & (v < back + 7) & (ds > -0.95 * h) & (ds < 0.55 * h)
     tilt = ds + 0.3 * (v - back)
     spinous = (au < 3.5) & (v > back + 3) & (v < back + 28) & (tilt > -0.5 * h) & (tilt < 0.6 * h)
@@ -183,12 +192,16 @@ def _posterior_elements(spine: Spine, loc: Local, maps: Maps) -> None:
     _put(maps, sacral_roof & (v > back + 1) & (v < back + 9), T_MARROW, 0)
 
 
+def _canal_profile(spine: Spine, loc: Local) -> np.ndarray:
+    """Canal narrowing at each pixel: the nearest disc's severity times a bell along ``s``."""
+    d = loc.disc
+    width = np.maximum(spine.disc_half[d], np.float32(4.0)) + np.float32(2.5)
+    return np.exp(-(((loc.s - spine.disc_center[d]) / width) ** 2)) * spine.disc_severity[d, C_CANAL]
+
+
 def _canal_intrusion(spine: Spine, loc: Local) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Anterior (disc bulge), posterior (ligament) and lateral narrowing (mm) at each pixel."""
-    d = loc.disc
-    sigma = spine.disc_severity[d, C_CANAL]
-    width = np.maximum(spine.disc_half[d], np.float32(4.0)) + np.float32(2.5)
-    g = np.exp(-(((loc.s - spine.disc_center[d]) / width) ** 2)) * sigma
+    g = loc.narrowing if loc.narrowing is not None else _canal_profile(spine, loc)
     return 1.3 * spine.canal_b * g, 0.75 * spine.canal_b * g, 0.35 * spine.canal_a * g
 
 

@@ -44,14 +44,13 @@ class Stack:
         return len(self.positions)
 
     def normal(self, k: int) -> np.ndarray:
-        """Unit normal ``cross(row_dir, col_dir)`` of slice ``k``."""
+        """Return the unit normal ``cross(row_dir, col_dir)`` of slice ``k``."""
         return np.cross(self.row_dirs[k], self.col_dirs[k])
 
     def grid(self, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Patient ``(x, y, z)`` of every pixel of slices ``lo:hi``, float32 ``(m, H, W)``."""
-        rows, cols = self.shape
-        r = (np.arange(rows, dtype=np.float64) * self.pixel_spacing)[None, :, None]
-        c = (np.arange(cols, dtype=np.float64) * self.pixel_spacing)[None, None, :]
+        r = (np.arange(self.shape[0], dtype=np.float64) * self.pixel_spacing)[None, :, None]
+        c = (np.arange(self.shape[1], dtype=np.float64) * self.pixel_spacing)[None, None, :]
         out = []
         for axis in range(3):
             p = self.positions[lo:hi, axis][:, None, None]
@@ -63,7 +62,9 @@ class Stack:
     def project(self, k: int, point: np.ndarray) -> tuple[float, float]:
         """Pixel ``(x, y)`` = (column, row) of a patient ``point`` on slice ``k``."""
         d = np.asarray(point, dtype=np.float64) - self.positions[k]
-        return float(d @ self.row_dirs[k] / self.pixel_spacing), float(d @ self.col_dirs[k] / self.pixel_spacing)
+        return float(d @ self.row_dirs[k] / self.pixel_spacing), float(
+            d @ self.col_dirs[k] / self.pixel_spacing
+        )
 
     def nearest(self, point: np.ndarray) -> tuple[int, float]:
         """Slice whose plane is closest to ``point``, and that distance (mm)."""
@@ -79,13 +80,17 @@ class Stack:
         return margin <= x <= cols - 1 - margin and margin <= y <= rows - 1 - margin
 
 
-def _top_left(centre: np.ndarray, row: np.ndarray, col: np.ndarray, ps: float, shape: tuple[int, int]) -> np.ndarray:
+def _top_left(
+    centre: np.ndarray, row: np.ndarray, col: np.ndarray, ps: float, shape: tuple[int, int]
+) -> np.ndarray:
     """ImagePositionPatient of an image whose centre lies at ``centre``."""
     rows, cols = shape
     return centre - (cols - 1) / 2 * ps * row - (rows - 1) / 2 * ps * col
 
 
-def _numbering(rng: np.random.Generator, n: int, reverse_p: float, shuffle_p: float) -> tuple[np.ndarray, str]:
+def _numbering(
+    rng: np.random.Generator, n: int, reverse_p: float, shuffle_p: float
+) -> tuple[np.ndarray, str]:
     """InstanceNumbers for slices in spatial order: forward, reversed or shuffled."""
     draw = rng.random()
     if draw < shuffle_p:
@@ -95,9 +100,17 @@ def _numbering(rng: np.random.Generator, n: int, reverse_p: float, shuffle_p: fl
     return np.arange(1, n + 1), "forward"
 
 
-def sagittal(rng: np.random.Generator, description: str, centre: np.ndarray, *, fov: float,
-             shape: tuple[int, int], n: int, spacing: float) -> Stack:
-    """A sagittal stack centred on ``centre``, slices stepped along +x (right to left).
+def sagittal(
+    rng: np.random.Generator,
+    description: str,
+    centre: np.ndarray,
+    *,
+    fov: float,
+    shape: tuple[int, int],
+    n: int,
+    spacing: float,
+) -> Stack:
+    """Make a sagittal stack centred on ``centre``, slices stepped along +x (right to left).
 
     InstanceNumber runs left to right (1 = most leftward, largest x) for most series,
     right to left for about 30%, shuffled for about 5%.
@@ -108,13 +121,31 @@ def sagittal(rng: np.random.Generator, description: str, centre: np.ndarray, *, 
     positions = tl[None, :] + offsets[:, None] * np.array([1.0, 0.0, 0.0])
     numbers, _ = _numbering(rng, n, reverse_p=0.30, shuffle_p=0.05)
     numbers = n + 1 - numbers  # forward = left to right = descending x
-    return Stack(description, positions, np.tile(SAGITTAL_ROW, (n, 1)), np.tile(SAGITTAL_COL, (n, 1)),
-                 ps, shape, spacing - rng.uniform(0.0, 0.5), spacing, numbers)
+    return Stack(
+        description,
+        positions,
+        np.tile(SAGITTAL_ROW, (n, 1)),
+        np.tile(SAGITTAL_COL, (n, 1)),
+        ps,
+        shape,
+        spacing - rng.uniform(0.0, 0.5),
+        spacing,
+        numbers,
+    )
 
 
-def axial_blocks(rng: np.random.Generator, spine: Spine, centre_v: float, shift: np.ndarray, *,
-                 fov: float, shape: tuple[int, int], per_level: list[int], spacing: float,
-                 tilted: bool) -> Stack:
+def axial_blocks(
+    rng: np.random.Generator,
+    spine: Spine,
+    centre_v: float,
+    shift: np.ndarray,
+    *,
+    fov: float,
+    shape: tuple[int, int],
+    per_level: list[int],
+    spacing: float,
+    tilted: bool,
+) -> Stack:
     """Per-level axial blocks through each disc (L1/L2 first), tilted to the disc when ``tilted``."""
     positions, rows, cols = [], [], []
     ps = fov / shape[0]
@@ -132,12 +163,21 @@ def axial_blocks(rng: np.random.Generator, spine: Spine, centre_v: float, shift:
             rows.append(AXIAL_ROW), cols.append(col)
     n = len(positions)
     numbers, _ = _numbering(rng, n, reverse_p=0.15, shuffle_p=0.0)
-    return Stack("Axial T2", np.array(positions), np.array(rows), np.array(cols), ps, shape,
-                 spacing, spacing, numbers)
+    return Stack(
+        "Axial T2", np.array(positions), np.array(rows), np.array(cols), ps, shape, spacing, spacing, numbers
+    )
 
 
-def axial_continuous(rng: np.random.Generator, spine: Spine, centre_v: float, shift: np.ndarray, *,
-                     fov: float, shape: tuple[int, int], n: int) -> Stack:
+def axial_continuous(
+    rng: np.random.Generator,
+    spine: Spine,
+    centre_v: float,
+    shift: np.ndarray,
+    *,
+    fov: float,
+    shape: tuple[int, int],
+    n: int,
+) -> Stack:
     """One untilted axial stack from above L1/L2 to below L5/S1, superior first."""
     top = spine.point(float(spine.disc_center[spine.level_disc(0)]) + 7.0, 0.0, centre_v)
     bottom = spine.point(float(spine.disc_center[spine.level_disc(len(LEVELS) - 1)]) - 7.0, 0.0, centre_v)
@@ -149,5 +189,14 @@ def axial_continuous(rng: np.random.Generator, spine: Spine, centre_v: float, sh
         p = np.array([centre[0], centre[1], top[2] - i * spacing])
         positions.append(_top_left(p, AXIAL_ROW, AXIAL_COL, ps, shape))
     numbers, _ = _numbering(rng, n, reverse_p=0.15, shuffle_p=0.0)
-    return Stack("Axial T2", np.array(positions), np.tile(AXIAL_ROW, (n, 1)), np.tile(AXIAL_COL, (n, 1)),
-                 ps, shape, spacing, spacing, numbers)
+    return Stack(
+        "Axial T2",
+        np.array(positions),
+        np.tile(AXIAL_ROW, (n, 1)),
+        np.tile(AXIAL_COL, (n, 1)),
+        ps,
+        shape,
+        spacing,
+        spacing,
+        numbers,
+    )

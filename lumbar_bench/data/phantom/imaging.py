@@ -16,15 +16,45 @@ from lumbar_bench.data.phantom.anatomy import Spine
 
 #: Base intensity of each tissue class per contrast (class order: see ``drawing.T_*``).
 _BASE = {
-    "T1": {dr.T_MUSCLE: 0.30, dr.T_FAT: 0.90, dr.T_MARROW: 0.62, dr.T_CORTEX: 0.10, dr.T_ANNULUS: 0.28,
-           dr.T_CSF: 0.10, dr.T_NERVE: 0.36, dr.T_FIBROUS: 0.14, dr.T_VISCERA: 0.42, dr.T_VESSEL: 0.05,
-           dr.T_JOINT: 0.12},
-    "T2": {dr.T_MUSCLE: 0.20, dr.T_FAT: 0.52, dr.T_MARROW: 0.36, dr.T_CORTEX: 0.06, dr.T_ANNULUS: 0.16,
-           dr.T_CSF: 1.00, dr.T_NERVE: 0.28, dr.T_FIBROUS: 0.09, dr.T_VISCERA: 0.45, dr.T_VESSEL: 0.04,
-           dr.T_JOINT: 0.80},
-    "STIR": {dr.T_MUSCLE: 0.18, dr.T_FAT: 0.07, dr.T_MARROW: 0.14, dr.T_CORTEX: 0.05, dr.T_ANNULUS: 0.15,
-             dr.T_CSF: 1.00, dr.T_NERVE: 0.26, dr.T_FIBROUS: 0.08, dr.T_VISCERA: 0.40, dr.T_VESSEL: 0.04,
-             dr.T_JOINT: 0.85},
+    "T1": {
+        dr.T_MUSCLE: 0.30,
+        dr.T_FAT: 0.90,
+        dr.T_MARROW: 0.62,
+        dr.T_CORTEX: 0.10,
+        dr.T_ANNULUS: 0.28,
+        dr.T_CSF: 0.10,
+        dr.T_NERVE: 0.36,
+        dr.T_FIBROUS: 0.14,
+        dr.T_VISCERA: 0.42,
+        dr.T_VESSEL: 0.05,
+        dr.T_JOINT: 0.12,
+    },
+    "T2": {
+        dr.T_MUSCLE: 0.20,
+        dr.T_FAT: 0.52,
+        dr.T_MARROW: 0.36,
+        dr.T_CORTEX: 0.06,
+        dr.T_ANNULUS: 0.16,
+        dr.T_CSF: 1.00,
+        dr.T_NERVE: 0.28,
+        dr.T_FIBROUS: 0.09,
+        dr.T_VISCERA: 0.45,
+        dr.T_VESSEL: 0.04,
+        dr.T_JOINT: 0.80,
+    },
+    "STIR": {
+        dr.T_MUSCLE: 0.18,
+        dr.T_FAT: 0.07,
+        dr.T_MARROW: 0.14,
+        dr.T_CORTEX: 0.05,
+        dr.T_ANNULUS: 0.15,
+        dr.T_CSF: 1.00,
+        dr.T_NERVE: 0.26,
+        dr.T_FIBROUS: 0.08,
+        dr.T_VISCERA: 0.40,
+        dr.T_VESSEL: 0.04,
+        dr.T_JOINT: 0.85,
+    },
 }
 
 
@@ -80,6 +110,6 @@ def _coil(shape: tuple[int, int], posterior_axis: int, rng: np.random.Generator)
 
 
 def to_stored(img: np.ndarray, scale: float, slope: float, intercept: float, bits: int) -> np.ndarray:
-    """Stored uint16 values whose rescaled ``stored * slope + intercept`` is ``img * scale``."""
+    """Quantise to uint16 stored values whose ``stored * slope + intercept`` is ``img * scale``."""
     stored = np.rint((img * np.float32(scale) - np.float32(intercept)) / np.float32(slope))
     return np.clip(stored, 0, 2**bits - 1).astype(np.uint16)

@@ -19,8 +19,20 @@ from lumbar_bench.constants import CONDITIONS, LABEL_COLUMNS, LEVELS, SCORE_GROU
 #: P(Normal/Mild, Moderate, Severe) per score group, rows in ``LEVELS`` order (reference table).
 PRIOR: dict[str, tuple[tuple[float, float, float], ...]] = {
     "spinal": ((95.5, 3.4, 1.1), (89.7, 7.6, 2.7), (82.2, 11.7, 6.2), (75.1, 12.0, 12.9), (96.5, 2.6, 1.0)),
-    "foraminal": ((96.4, 3.2, 0.4), (91.0, 8.6, 0.4), (77.0, 20.9, 2.1), (61.2, 31.9, 6.9), (64.2, 25.8, 10.1)),
-    "subarticular": ((93.0, 5.6, 1.4), (82.7, 13.2, 4.1), (67.1, 23.0, 9.9), (45.1, 31.6, 23.3), (71.4, 20.5, 8.1)),
+    "foraminal": (
+        (96.4, 3.2, 0.4),
+        (91.0, 8.6, 0.4),
+        (77.0, 20.9, 2.1),
+        (61.2, 31.9, 6.9),
+        (64.2, 25.8, 10.1),
+    ),
+    "subarticular": (
+        (93.0, 5.6, 1.4),
+        (82.7, 13.2, 4.1),
+        (67.1, 23.0, 9.9),
+        (45.1, 31.6, 23.3),
+        (71.4, 20.5, 8.1),
+    ),
 }
 #: Latent weights: study-wide degeneration, shared per level, own noise (squares sum to 1).
 W_STUDY, W_LEVEL = 0.55, 0.45
@@ -28,8 +40,12 @@ W_OWN = float(np.sqrt(1.0 - W_STUDY**2 - W_LEVEL**2))
 #: Continuous narrowing range drawn for each grade (Normal/Mild, Moderate, Severe).
 NARROWING = ((0.0, 0.28), (0.36, 0.60), (0.62, 0.90))
 #: Blank labels favour subarticular L1/L2 and L2/L3, as in the real data.
-BLANK_FAVOURITES = ("left_subarticular_stenosis_l1_l2", "right_subarticular_stenosis_l1_l2",
-                    "left_subarticular_stenosis_l2_l3", "right_subarticular_stenosis_l2_l3")
+BLANK_FAVOURITES = (
+    "left_subarticular_stenosis_l1_l2",
+    "right_subarticular_stenosis_l1_l2",
+    "left_subarticular_stenosis_l2_l3",
+    "right_subarticular_stenosis_l2_l3",
+)
 
 
 def prior_table() -> np.ndarray:
@@ -45,7 +61,9 @@ def _thresholds(prior: np.ndarray) -> np.ndarray:
     nd = NormalDist()
     at_least_mod = np.clip(prior[:, 1] + prior[:, 2], 1e-9, 1 - 1e-9)
     severe = np.clip(prior[:, 2], 1e-9, 1 - 1e-9)
-    return np.array([[nd.inv_cdf(1 - a), nd.inv_cdf(1 - b)] for a, b in zip(at_least_mod, severe, strict=True)])
+    return np.array(
+        [[nd.inv_cdf(1 - a), nd.inv_cdf(1 - b)] for a, b in zip(at_least_mod, severe, strict=True)]
+    )
 
 
 def sample_severities(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, float]:
@@ -91,11 +109,13 @@ def oracle(codes: np.ndarray, label_noise: float) -> np.ndarray:
 
 
 def blank_labels(rng: np.random.Generator) -> np.ndarray:
-    """Indices (into ``LABEL_COLUMNS``) of 1-3 labels to leave blank."""
+    """Pick 1-3 labels (indices into ``LABEL_COLUMNS``) to leave blank."""
     k = int(rng.integers(1, 4))
     favourites = [LABEL_COLUMNS.index(c) for c in BLANK_FAVOURITES]
-    picks = [int(rng.choice(favourites)) if rng.random() < 0.6 else int(rng.integers(len(LABEL_COLUMNS)))
-             for _ in range(k)]
+    picks = [
+        int(rng.choice(favourites)) if rng.random() < 0.6 else int(rng.integers(len(LABEL_COLUMNS)))
+        for _ in range(k)
+    ]
     return np.unique(picks)
 
 

@@ -30,7 +30,11 @@ def partial_vertebrae(spine: Spine, stack: Stack) -> list[int]:
     for i, label in enumerate(spine.vert_label):
         lo = spine.vert_center[i] - spine.vert_half[i]
         hi = spine.vert_center[i] + spine.vert_half[i]
-        corners = [spine.point(float(s), 0.0, float(v)) for s in (lo, hi) for v in (-spine.vert_b[i], spine.vert_b[i])]
+        corners = [
+            spine.point(float(s), 0.0, float(v))
+            for s in (lo, hi)
+            for v in (-spine.vert_b[i], spine.vert_b[i])
+        ]
         inside = [stack.inside(k, c) for c in corners]
         if any(inside) and not all(inside):
             out.append(int(label))

@@ -61,26 +61,48 @@ class Series:
     contrast: str
 
 
-def make_study(out: Path, truth: Path | None, plan: StudyPlan, *, seed: int, size: int,
-               label_noise: float) -> StudyResult:
+def make_study(
+    out: Path, truth: Path | None, plan: StudyPlan, *, seed: int, size: int, label_noise: float
+) -> StudyResult:
     """Generate one study under ``out/{part}_images`` (and its masks under ``truth``)."""
     rng = np.random.default_rng([seed, PART_CODES[plan.part], plan.index])
     codes, amounts, degeneration = pathology.sample_severities(rng)
     transitional = str(rng.choice(["sacralised", "lumbarised"])) if plan.hard == "transitional" else ""
-    spine = sample_spine(rng, pathology.severity_grid(amounts), degeneration,
-                         transitional=transitional, scoliosis=plan.hard == "tilt")
+    spine = sample_spine(
+        rng,
+        pathology.severity_grid(amounts),
+        degeneration,
+        transitional=transitional,
+        scoliosis=plan.hard == "tilt",
+    )
     series = _plan_series(rng, spine, plan, size)
     images = 0
     for number, ser in enumerate(series, start=1):
-        images += _write(out / f"{plan.part}_images" / str(plan.study_id), truth, rng, spine, ser, plan,
-                         seed=seed, series_number=number)
+        images += _write(
+            out / f"{plan.part}_images" / str(plan.study_id),
+            truth,
+            rng,
+            spine,
+            ser,
+            plan,
+            seed=seed,
+            series_number=number,
+        )
     observed = pathology.observe(rng, codes, label_noise)
     if plan.irregular == "blank_labels":
         observed[pathology.blank_labels(rng)] = -1
     coords = _coordinates(rng, spine, series, plan.study_id, observed) if plan.part == "train" else []
-    return StudyResult(plan.study_id, codes, observed, [(s.series_id, s.stack.description) for s in series],
-                       coords, images, plan.hard, plan.irregular,
-                       {"transitional": transitional} if transitional else {})
+    return StudyResult(
+        plan.study_id,
+        codes,
+        observed,
+        [(s.series_id, s.stack.description) for s in series],
+        coords,
+        images,
+        plan.hard,
+        plan.irregular,
+        {"transitional": transitional} if transitional else {},
+    )
 
 
 def _plan_series(rng: np.random.Generator, spine: Spine, plan: StudyPlan, size: int) -> list[Series]:
@@ -95,8 +117,11 @@ def _plan_series(rng: np.random.Generator, spine: Spine, plan: StudyPlan, size: 
     for description in ("Sagittal T1", "Sagittal T2/STIR"):
         spacing = rng.uniform(3.5, 4.5)
         n = max(int(rng.integers(12, 21)), int(np.ceil(44.0 / spacing)) + 1)
-        sag.append(geometry.sagittal(rng, description, centre, fov=fov, shape=_shape(rng, size), n=n,
-                                     spacing=spacing))
+        sag.append(
+            geometry.sagittal(
+                rng, description, centre, fov=fov, shape=_shape(rng, size), n=n, spacing=spacing
+            )
+        )
     first_continuous = bool(rng.random() < 0.4)
     axial = [_axial(rng, spine, size, continuous=first_continuous)]
     if plan.irregular == "two_axial":
@@ -118,20 +143,39 @@ def _shape(rng: np.random.Generator, size: int) -> tuple[int, int]:
 
 
 def _axial(rng: np.random.Generator, spine: Spine, size: int, continuous: bool) -> geometry.Stack:
-    """A per-level axial block series or a continuous axial stack."""
+    """Make a per-level axial block series or a continuous axial stack."""
     fov = rng.uniform(160.0, 220.0)
     shift = np.array([rng.uniform(-8, 8), rng.uniform(-8, 8), 0.0])
     centre_v = 0.5 * spine.canal_v
     if continuous:
-        return geometry.axial_continuous(rng, spine, centre_v, shift, fov=fov, shape=(size, size),
-                                         n=int(rng.integers(20, 29)))
+        return geometry.axial_continuous(
+            rng, spine, centre_v, shift, fov=fov, shape=(size, size), n=int(rng.integers(20, 29))
+        )
     per_level = [int(k) for k in rng.integers(3, 6, len(LEVELS))]
-    return geometry.axial_blocks(rng, spine, centre_v, shift, fov=fov, shape=(size, size), per_level=per_level,
-                                 spacing=rng.uniform(3.5, 4.5), tilted=rng.random() < 0.75)
+    return geometry.axial_blocks(
+        rng,
+        spine,
+        centre_v,
+        shift,
+        fov=fov,
+        shape=(size, size),
+        per_level=per_level,
+        spacing=rng.uniform(3.5, 4.5),
+        tilted=rng.random() < 0.75,
+    )
 
 
-def _write(folder: Path, truth: Path | None, rng: np.random.Generator, spine: Spine, ser: Series,
-           plan: StudyPlan, *, seed: int, series_number: int) -> int:
+def _write(
+    folder: Path,
+    truth: Path | None,
+    rng: np.random.Generator,
+    spine: Spine,
+    ser: Series,
+    plan: StudyPlan,
+    *,
+    seed: int,
+    series_number: int,
+) -> int:
     """Draw, render and write one series; its truth masks too when ``truth`` is given."""
     maps = draw_stack(spine, ser.stack)
     sagittal = ser.stack.description.startswith("Sagittal")
@@ -145,10 +189,15 @@ def _write(folder: Path, truth: Path | None, rng: np.random.Generator, spine: Sp
     )
     img = imaging.render(maps.cls, imaging.lookup(rng, spine, ser.contrast), acq, rng)
     info = SeriesInfo(
-        study_id=plan.study_id, series_id=ser.series_id, series_number=series_number,
-        study_uid=uid("study", seed, plan.study_id), frame_uid=uid("frame", seed, plan.study_id),
-        contrast=ser.contrast, slope=float(rng.choice([1.0, 1.0, 2.0])),
-        intercept=float(rng.choice([0.0, 0.0, -100.0])), bits_stored=int(rng.choice([12, 16])),
+        study_id=plan.study_id,
+        series_id=ser.series_id,
+        series_number=series_number,
+        study_uid=uid("study", seed, plan.study_id),
+        frame_uid=uid("frame", seed, plan.study_id),
+        contrast=ser.contrast,
+        slope=float(rng.choice([1.0, 1.0, 2.0])),
+        intercept=float(rng.choice([0.0, 0.0, -100.0])),
+        bits_stored=int(rng.choice([12, 16])),
         field_strength=float(rng.choice([1.5, 3.0])),
     )
     stored = imaging.to_stored(img, rng.uniform(500.0, 1500.0), info.slope, info.intercept, info.bits_stored)
@@ -157,13 +206,18 @@ def _write(folder: Path, truth: Path | None, rng: np.random.Generator, spine: Sp
         anat = mark_partial(maps.anat, partial_vertebrae(spine, ser.stack)) if sagittal else maps.anat
         target = truth / "masks" / str(plan.study_id)
         target.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(target / f"{ser.series_id}.npz", instance_numbers=ser.stack.instance_numbers,
-                            anatomy=anat, lesion=maps.les)
+        np.savez_compressed(
+            target / f"{ser.series_id}.npz",
+            instance_numbers=ser.stack.instance_numbers,
+            anatomy=anat,
+            lesion=maps.les,
+        )
     return n
 
 
-def _coordinates(rng: np.random.Generator, spine: Spine, series: list[Series], study_id: int,
-                 observed: np.ndarray) -> list[tuple[int, int, int, str, str, float, float]]:
+def _coordinates(
+    rng: np.random.Generator, spine: Spine, series: list[Series], study_id: int, observed: np.ndarray
+) -> list[tuple[int, int, int, str, str, float, float]]:
     """One ``train_label_coordinates.csv`` row per labelled condition x level with its series."""
     by_desc: dict[str, list[Series]] = {}
     for ser in series:
@@ -182,13 +236,22 @@ def _coordinates(rng: np.random.Generator, spine: Spine, series: list[Series], s
         jx, jy = np.clip(rng.normal(0.0, 0.8, 2), -2.0, 2.0)
         rows_, cols_ = ser.stack.shape
         x, y = float(np.clip(x + jx, 0, cols_ - 1)), float(np.clip(y + jy, 0, rows_ - 1))
-        rows.append((study_id, ser.series_id, int(ser.stack.instance_numbers[k]), CONDITION_TITLES[CONDITIONS[c]],
-                     LEVEL_TITLES[LEVELS[lv]], round(x, 3), round(y, 3)))
+        rows.append(
+            (
+                study_id,
+                ser.series_id,
+                int(ser.stack.instance_numbers[k]),
+                CONDITION_TITLES[CONDITIONS[c]],
+                LEVEL_TITLES[LEVELS[lv]],
+                round(x, 3),
+                round(y, 3),
+            )
+        )
     return rows
 
 
 def _target(spine: Spine, condition: int, level: int) -> tuple[np.ndarray, str]:
-    """The patient point a radiologist clicks for a condition at a level, and its series type."""
+    """Return the point a radiologist clicks for a condition at a level, and its series type."""
     d = spine.level_disc(level)
     s = float(spine.disc_center[d])
     if condition == C_CANAL:

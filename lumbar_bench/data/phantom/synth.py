@@ -82,24 +82,28 @@ class PhantomSummary:
     seconds: float
 
     def describe(self) -> str:
-        """A few human-readable lines."""
+        """Describe the phantom in a few human-readable lines."""
         oracle = f"{self.oracle_score:.4f}" if self.oracle_score is not None else "n/a (no scorer)"
         counts = ", ".join(f"{k} {v}" for k, v in self.label_counts.items())
-        return (f"phantom written to {self.out}\n"
-                f"  train studies {self.train_studies}, test studies {self.test_studies}, "
-                f"series {self.series}, DICOM files {self.images}, SPIDER volumes {self.spider_volumes}\n"
-                f"  hard cases {self.hard_cases}, irregular studies {self.irregular_studies}\n"
-                f"  labels: {counts}\n"
-                f"  oracle score {oracle} (the floor under the label noise)\n"
-                f"  took {self.seconds:.1f} s")
+        return (
+            f"phantom written to {self.out}\n"
+            f"  train studies {self.train_studies}, test studies {self.test_studies}, "
+            f"series {self.series}, DICOM files {self.images}, SPIDER volumes {self.spider_volumes}\n"
+            f"  hard cases {self.hard_cases}, irregular studies {self.irregular_studies}\n"
+            f"  labels: {counts}\n"
+            f"  oracle score {oracle} (the floor under the label noise)\n"
+            f"  took {self.seconds:.1f} s"
+        )
 
 
-def synthesize(out: Path, config: PhantomConfig = PhantomConfig(), progress: bool = True,
-               workers: int | None = None) -> PhantomSummary:
+def synthesize(
+    out: Path, config: PhantomConfig = PhantomConfig(), progress: bool = True, workers: int = 1
+) -> PhantomSummary:
     """Write the phantom into ``out`` (created if needed) and return a summary.
 
-    ``workers`` processes draw studies in parallel (default: up to 4, bounded by the CPU
-    count; small phantoms run in-process). The output does not depend on it.
+    ``workers`` processes draw studies in parallel (default 1: in-process; 0: one per CPU).
+    Worker processes are spawned, so a calling script needs the ``if __name__ == "__main__"``
+    guard. The output does not depend on the number of workers.
     """
     from lumbar_bench.progress import progress_bar
 
@@ -108,24 +112,37 @@ def synthesize(out: Path, config: PhantomConfig = PhantomConfig(), progress: boo
     truth = out / "truth"
     truth.mkdir(parents=True, exist_ok=True)
     plans = plan_studies(config)
-    n_workers = _worker_count(workers, len(plans))
-    log.info("phantom: %d train + %d test studies at %d px, seed %d, %d worker(s)", config.studies,
-             config.n_test, config.size, config.seed, n_workers)
+    n_workers = _worker_count(workers)
+    log.info(
+        "phantom: %d train + %d test studies at %d px, seed %d, %d worker(s)",
+        config.studies,
+        config.n_test,
+        config.size,
+        config.seed,
+        n_workers,
+    )
     job = partial(_study_job, out=out, seed=config.seed, size=config.size, label_noise=config.label_noise)
     spider_job = partial(_spider_job, out=out / "spider", seed=config.seed, size=config.size)
     with _executor(n_workers) as pool:
-        results = list(progress_bar(_Counted(pool.map(job, plans), len(plans)), "synthesising studies",
-                                    enabled=progress))
+        results = list(
+            progress_bar(_Counted(pool.map(job, plans), len(plans)), "synthesising studies", enabled=progress)
+        )
         spider = [name for names in pool.map(spider_job, range(config.spider_cases)) for name in names]
-    train, test = results[: config.studies], results[config.studies:]
+    train, test = results[: config.studies], results[config.studies :]
     _write_tables(out, train, test, config.label_noise)
     oracle = _oracle_score(out)
     summary = PhantomSummary(
-        out=out, train_studies=len(train), test_studies=len(test),
-        series=sum(len(r.series) for r in results), images=sum(r.images for r in results),
-        spider_volumes=len(spider), hard_cases=sum(bool(r.hard) for r in train),
+        out=out,
+        train_studies=len(train),
+        test_studies=len(test),
+        series=sum(len(r.series) for r in results),
+        images=sum(r.images for r in results),
+        spider_volumes=len(spider),
+        hard_cases=sum(bool(r.hard) for r in train),
         irregular_studies=sum(bool(r.irregular) for r in train),
-        label_counts=_label_counts(train), oracle_score=oracle, seconds=time.perf_counter() - start,
+        label_counts=_label_counts(train),
+        oracle_score=oracle,
+        seconds=time.perf_counter() - start,
     )
     _write_json(out, config, summary, oracle)
     log.info("phantom: %d DICOM files in %.1f s, oracle score %s", summary.images, summary.seconds, oracle)
@@ -156,16 +173,14 @@ class _Counted:
         return iter(self.items)
 
 
-def _worker_count(workers: int | None, jobs: int) -> int:
-    """Processes to use: explicit, or up to 4 CPUs when there are enough studies to pay off."""
-    if workers is not None:
-        return max(1, int(workers))
-    return max(1, min(4, os.cpu_count() or 1)) if jobs >= 16 else 1
+def _worker_count(workers: int) -> int:
+    """Count the processes to use: ``workers``, or one per CPU when it is 0."""
+    return (os.cpu_count() or 1) if workers == 0 else max(1, int(workers))
 
 
 @contextmanager
 def _executor(n_workers: int) -> Generator[Any, None, None]:
-    """A process pool (spawned: safe under threads), or an in-process stand-in for one worker."""
+    """Yield a process pool (spawned: safe under threads), or an in-process stand-in."""
     if n_workers <= 1:
         yield SimpleNamespace(map=map)
         return
@@ -192,23 +207,29 @@ def plan_studies(config: PhantomConfig) -> list[StudyPlan]:
     total = config.studies + config.n_test
     study_ids = _draw_ids(rng, total, taken)
     series_ids = _draw_ids(rng, total * SERIES_PER_STUDY, taken)
-    irregular = _assign(rng, config.studies, config.irregular_rate, IRREGULAR_KINDS, force=config.studies >= 20)
+    irregular = _assign(
+        rng, config.studies, config.irregular_rate, IRREGULAR_KINDS, force=config.studies >= 20
+    )
     hard = _assign(rng, config.studies, config.hard_case_rate, HARD_KINDS, force=config.studies >= 50)
     test_irregular = _assign(rng, config.n_test, config.irregular_rate, IRREGULAR_KINDS[:2], force=False)
     plans = []
     for i in range(total):
         part, j = ("train", i) if i < config.studies else ("test", i - config.studies)
-        plans.append(StudyPlan(
-            part=part, index=j, study_id=study_ids[i],
-            series_ids=tuple(series_ids[i * SERIES_PER_STUDY:(i + 1) * SERIES_PER_STUDY]),
-            irregular=irregular[j] if part == "train" else test_irregular[j],
-            hard=hard[j] if part == "train" else "",
-        ))
+        plans.append(
+            StudyPlan(
+                part=part,
+                index=j,
+                study_id=study_ids[i],
+                series_ids=tuple(series_ids[i * SERIES_PER_STUDY : (i + 1) * SERIES_PER_STUDY]),
+                irregular=irregular[j] if part == "train" else test_irregular[j],
+                hard=hard[j] if part == "train" else "",
+            )
+        )
     return plans
 
 
 def _assign(rng: np.random.Generator, n: int, rate: float, kinds: tuple[str, ...], force: bool) -> list[str]:
-    """A kind (or ``""``) per study at ``rate``; with ``force`` every kind appears at least once."""
+    """Draw a kind (or ``""``) per study at ``rate``; with ``force`` every kind appears once."""
     out = [str(rng.choice(kinds)) if rng.random() < rate else "" for _ in range(n)]
     if force:
         free = [i for i in rng.permutation(n).tolist() if not out[i]]
@@ -221,7 +242,9 @@ def _assign(rng: np.random.Generator, n: int, rate: float, kinds: tuple[str, ...
 def _label_frame(results: list[StudyResult], attr: str) -> pd.DataFrame:
     """``train.csv`` form: study_id + 25 label columns as strings ('' = blank)."""
     names = np.array([*SEVERITIES, ""], dtype=object)
-    codes = np.array([getattr(r, attr) for r in results], dtype=np.int64).reshape(len(results), len(LABEL_COLUMNS))
+    codes = np.array([getattr(r, attr) for r in results], dtype=np.int64).reshape(
+        len(results), len(LABEL_COLUMNS)
+    )
     frame = pd.DataFrame(names[np.where(codes < 0, 3, codes)], columns=list(LABEL_COLUMNS))
     frame.insert(0, "study_id", [r.study_id for r in results])
     return frame
@@ -232,19 +255,27 @@ def _write_tables(out: Path, train: list[StudyResult], test: list[StudyResult], 
     _label_frame(train, "observed").to_csv(out / "train.csv", index=False)
     _label_frame(train, "true_codes").to_csv(out / "truth" / "train.csv", index=False)
     coords = [row for r in train for row in r.coordinates]
-    pd.DataFrame(coords, columns=["study_id", "series_id", "instance_number", "condition", "level", "x", "y"]) \
-        .to_csv(out / "train_label_coordinates.csv", index=False)
+    pd.DataFrame(
+        coords, columns=["study_id", "series_id", "instance_number", "condition", "level", "x", "y"]
+    ).to_csv(out / "train_label_coordinates.csv", index=False)
     for part, results in (("train", train), ("test", test)):
         rows = [(r.study_id, sid, desc) for r in results for sid, desc in r.series]
-        pd.DataFrame(rows, columns=["study_id", "series_id", "series_description"]) \
-            .to_csv(out / f"{part}_series_descriptions.csv", index=False)
-    _submission([r.study_id for r in test], np.full((len(test), len(LABEL_COLUMNS), 3), 1 / 3)) \
-        .to_csv(out / "sample_submission.csv", index=False)
+        pd.DataFrame(rows, columns=["study_id", "series_id", "series_description"]).to_csv(
+            out / f"{part}_series_descriptions.csv", index=False
+        )
+    _submission([r.study_id for r in test], np.full((len(test), len(LABEL_COLUMNS), 3), 1 / 3)).to_csv(
+        out / "sample_submission.csv", index=False
+    )
     truth_codes = np.array([r.true_codes for r in train]).reshape(len(train), len(LABEL_COLUMNS))
-    _submission([r.study_id for r in train], pathology.oracle(truth_codes, label_noise)) \
-        .to_csv(out / "truth" / "oracle_submission.csv", index=False)
-    flags = pd.DataFrame({"study_id": [r.study_id for r in train],
-                          **{k: [int(r.hard == k) for r in train] for k in HARD_KINDS}})
+    _submission([r.study_id for r in train], pathology.oracle(truth_codes, label_noise)).to_csv(
+        out / "truth" / "oracle_submission.csv", index=False
+    )
+    flags = pd.DataFrame(
+        {
+            "study_id": [r.study_id for r in train],
+            **{k: [int(r.hard == k) for r in train] for k in HARD_KINDS},
+        }
+    )
     flags.to_csv(out / "truth" / "cases.csv", index=False)
 
 
