@@ -375,6 +375,7 @@ def render(verdicts: list[Verdict], not_gated: list[str] = ()) -> str:
             f"{runtime:>10} {budget:>9}  {verdict}"
         )
     failed = [v.approach for v in verdicts if not v.ok]
+    lines += [f"warning: not gated: {n}" for n in not_gated]
     lines.append(
         f"gate {'FAILED: ' + ', '.join(failed) if failed else 'passed'} ({len(verdicts)} approaches)"
     )

@@ -290,11 +290,15 @@ def _check(args: argparse.Namespace) -> int:
     if args.update:
         baseline = check.update(request)
         print(f"wrote {args.baseline}: {', '.join(baseline.approaches)} ({check.TOLERANCE_RULE})")
+        for name, reason in baseline.generated["left_out"].items():
+            print(f"left out: {name}: {reason}")
         return 0
     verdicts = check.check(request)
-    not_gated = [] if args.approaches else check.ungated(check.Baseline.load(args.baseline))
-    text = json.dumps([v.as_dict() for v in verdicts], indent=1) if args.json else check.render(verdicts, not_gated)
-    print(text)
+    if args.json:
+        print(json.dumps([v.as_dict() for v in verdicts], indent=1))
+    else:
+        not_gated = [] if args.approaches else check.ungated(check.Baseline.load(args.baseline))
+        print(check.render(verdicts, not_gated))
     return 0 if all(v.ok for v in verdicts) else 1
 
 

@@ -105,13 +105,12 @@ def find_runs(request: BoardRequest) -> list[Any]:
     clauses = ["attributes.status = 'FINISHED'"]
     if request.subset:
         clauses.append(f"tags.subset = '{request.subset}'")
-    if request.split and len(request.split) == 64:
-        clauses.append(f"tags.split_digest = '{request.split}'")
-    runs = tracking.search_runs(request.tracking_uri, request.experiment, " and ".join(clauses))
-    runs = [r for r in runs if _tag(r, "approach") and "mlflow.parentRunId" not in r.data.tags]
     if request.split:
-        runs = [r for r in runs if _tag(r, "split_digest").startswith(request.split)]
-    return runs
+        if not all(ch in "0123456789abcdef" for ch in request.split):
+            raise ConfigError(f"--split {request.split!r}: expected a (prefix of a) hex split digest")
+        clauses.append(f"tags.split_digest LIKE '{request.split}%'")
+    runs = tracking.search_runs(request.tracking_uri, request.experiment, " and ".join(clauses))
+    return [r for r in runs if _tag(r, "approach") and "mlflow.parentRunId" not in r.data.tags]
 
 
 def select_comparable(runs: list[Any]) -> list[Any]:
@@ -208,10 +207,8 @@ def build(request: BoardRequest) -> Leaderboard:
     """Read, select, deduplicate and rank runs; bootstrap intervals and paired comparisons."""
     runs = find_runs(request)
     if not runs:
-        raise ConfigError(
-            f"no FINISHED lumbar-bench runs in experiment {request.experiment!r} at "
-            f"{request.tracking_uri} matching subset={request.subset} split={request.split}"
-        )
+        where = f"{request.tracking_uri} (subset={request.subset}, split={request.split})"
+        raise ConfigError(f"no FINISHED lumbar-bench runs in experiment {request.experiment!r} at {where}")
     runs = select_comparable(runs)
     split, subset, data = comparable_key(runs[0])
     runs, notes = latest_per_fold(runs)
@@ -230,9 +227,7 @@ def build(request: BoardRequest) -> Leaderboard:
     )
     base_keys = [k for k in groups if k[0] == request.baseline and evidence[k] is not None]
     if base_keys:
-        base_key = min(
-            base_keys, key=lambda k: next(r.score for r in rows if (r.approach, r.config_hash) == k)
-        )
+        base_key = next(k for k in ((r.approach, r.config_hash) for r in rows) if k in base_keys)  # best
         rows = [_with_paired(r, evidence, base_key, request) for r in rows]
         if len(base_keys) > 1:
             notes.append(f"paired comparisons use the best {request.baseline} config ({base_key[1]})")
@@ -251,6 +246,7 @@ def _fmt(value: float | None, digits: int = 3) -> str:
 
 
 _QUALITY = (*(f"loss/{k}" for k in PART_NAMES), "accuracy", "balanced_accuracy", "dice_mean")
+_REFERENCE = ("reference/prior_score", "reference/oracle_score")
 _COST = ("runtime/total_s", "runtime/train_s", "runtime/gpu_s", "gpu/peak_memory_gb")
 
 
@@ -268,7 +264,7 @@ def to_frame(board: Leaderboard) -> pd.DataFrame:
         score = {"rsna_score": row.score, "rsna_score_std": row.metrics.get("rsna_score_std")}
         ci = {"ci_low": row.ci_low, "ci_high": row.ci_high}
         budget = {"budget": row.budget, "budget_exceeded": row.budget_exceeded}
-        metrics = {k: row.metrics.get(k) for k in (*_QUALITY, *_COST)}
+        metrics = {k: row.metrics.get(k) for k in (*_QUALITY, *_REFERENCE, *_COST)}
         records.append(
             {**who, **folds, **score, **ci, **metrics, **budget, **paired, "run_ids": ";".join(row.run_ids)}
         )
@@ -302,6 +298,8 @@ def header_lines(board: Leaderboard) -> list[str]:
         f"studies within folds, {board.n_boot} resamples; Δ: paired bootstrap on shared studies "
         "(negative = better than the baseline)",
     ]
+    if (floor := oracle_floor(board)) is not None:
+        lines.append(f"oracle floor {floor:.3f}: the phantom truth's own score, which no approach can beat")
     return lines + [f"note: {n}" for n in board.notes]
 
 
@@ -347,21 +345,23 @@ def render(board: Leaderboard, fmt: str) -> str:
     raise ConfigError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
 
 
+def oracle_floor(board: Leaderboard) -> float | None:
+    """Mean phantom oracle score (``reference/oracle_score``) when every row shares the same folds."""
+    floors = {(r.folds, r.metrics.get("reference/oracle_score")) for r in board.rows}
+    return next(iter(floors))[1] if len(floors) == 1 else None
+
+
 def figure(board: Leaderboard) -> Any:
-    """Score per row with its 95% CI (the ``leaderboard.png`` artifact)."""
+    """Score per row with its 95% CI and the oracle floor (the ``leaderboard.png`` artifact)."""
     from lumbar_bench.figures import leaderboard_figure
 
+    rows = board.rows
     names = [
-        f"{r.approach} ({r.config_hash[:6]}, {len(r.folds)} fold{'s' * (len(r.folds) > 1)})"
-        for r in board.rows
+        f"{r.approach} ({r.config_hash[:6]}, {len(r.folds)} fold{'s' * (len(r.folds) > 1)})" for r in rows
     ]
-    return leaderboard_figure(
-        names,
-        [r.score for r in board.rows],
-        [r.ci_low for r in board.rows],
-        [r.ci_high for r in board.rows],
-        f"{board.experiment} · {board.subset} · split {board.split_digest[:8]}",
-    )
+    title = f"{board.experiment} · {board.subset} · split {board.split_digest[:8]}"
+    lows, highs = [r.ci_low for r in rows], [r.ci_high for r in rows]
+    return leaderboard_figure(names, [r.score for r in rows], lows, highs, title, floor=oracle_floor(board))
 
 
 def write(board: Leaderboard, out_dir: Path) -> dict[str, Path]:

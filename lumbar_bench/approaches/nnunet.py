@@ -50,6 +50,7 @@ class NnUNetConfig:
     vertebra_epochs: int = 30
     vertebra_batch: int = 16
     vertebra_slices: int = 0
+    vertebra_lr: float = 1e-3
     along: float = 0.5
     across: float = 0.45
     ignore_ring: int = 1
@@ -59,12 +60,14 @@ class NnUNetConfig:
     iterations: int = 50
     val_iterations: int = 10
     batch_size: int = 8
+    lr: float = 1e-2
+    save_every: int = 5
     features: tuple[int, ...] = (16, 32, 64, 128, 256)
     val_folds: int = 5
     refine_folds: int = 3
     blend: float = 0.6
     min_mass: float = 2.0
-    predict_reserve: float = 0.25
+    predict_reserve: float = 0.15
     overlays: int = 4
     #: torch threads while fitting and predicting (0 = leave as is; 1 avoids oversubscribing a shared CPU).
     threads: int = 0
@@ -79,10 +82,13 @@ class NnUNetConfig:
                 encoder_depth=3,
                 decoder_channels=(32, 16, 8),
                 vertebra_epochs=10,
-                vertebra_slices=8,
-                epochs=8,
-                iterations=12,
-                val_iterations=2,
+                vertebra_slices=6,
+                vertebra_lr=3e-3,
+                epochs=12,
+                iterations=10,
+                val_iterations=1,
+                lr=3e-2,
+                save_every=3,
                 features=(8, 16, 32, 64),
                 val_folds=4,
                 refine_folds=2,
@@ -97,7 +103,7 @@ class NnUNetConfig:
         return cls()
 
     def vertebra(self) -> VertebraConfig:
-        """The vertebra stage's config (its cache key)."""
+        """Return the vertebra stage's config (its cache key)."""
         return VertebraConfig(
             size=self.size,
             encoder=self.encoder,
@@ -105,16 +111,17 @@ class NnUNetConfig:
             decoder_channels=self.decoder_channels,
             epochs=self.vertebra_epochs,
             slices_per_case=self.vertebra_slices,
+            lr=self.vertebra_lr,
             batch_size=self.vertebra_batch,
             weights=self.weights,
         )
 
     def masks(self) -> MaskConfig:
-        """The pseudo-mask stage's config (its cache key)."""
+        """Return the pseudo-mask stage's config (its cache key)."""
         return MaskConfig(size=self.size, along=self.along, across=self.across, ignore_ring=self.ignore_ring)
 
     def plan(self) -> pl.PlanConfig:
-        """The nnU-Net ``2d_tiny`` network."""
+        """Return the nnU-Net ``2d_tiny`` network."""
         return pl.PlanConfig(patch=self.size, batch_size=self.batch_size, features=self.features)
 
     def grading(self) -> gr.GradingConfig:
@@ -246,7 +253,7 @@ class NnUNetApproach(Approach):
 
     # -------------------------------------------------------------- predict
     def predictor(self, desc: str, device: str):  # noqa: ANN201
-        """The loaded nnU-Net of one series type (cached)."""
+        """Return the loaded nnU-Net of one series type (cached)."""
         from lumbar_bench.stages.nnunet_predict import Predictor
 
         if desc not in self._predictors:

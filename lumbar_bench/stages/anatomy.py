@@ -37,6 +37,11 @@ class SliceGeometry:
         """Patient coordinates (mm) of a pixel."""
         return self.position + col * self.spacing[1] * self.row_dir + row * self.spacing[0] * self.col_dir
 
+    def to_pixel(self, point: np.ndarray) -> tuple[float, float]:
+        """Pixel ``(row, col)`` of the projection of a patient point onto the slice plane."""
+        d = np.asarray(point, dtype=np.float64) - self.position
+        return float(d @ self.col_dir) / self.spacing[0], float(d @ self.row_dir) / self.spacing[1]
+
     @classmethod
     def of(
         cls,
@@ -61,7 +66,7 @@ class SliceGeometry:
 
 
 def structures(label: np.ndarray, cls: int, min_area: int) -> list[Structure]:
-    """Connected components of class ``cls`` with at least ``min_area`` pixels."""
+    """Find the connected components of class ``cls`` with at least ``min_area`` pixels."""
     from scipy import ndimage
 
     comp, n = ndimage.label(label == cls)
@@ -80,13 +85,39 @@ def bottom_up(items: list[Structure], geom: SliceGeometry) -> list[Structure]:
 
 
 def disc_levels(discs: list[Structure], geom: SliceGeometry) -> dict[str, Structure]:
-    """The lowest five discs as ``{level: disc}``, L5/S1 first from the bottom."""
+    """Map the lowest five discs to levels: ``{level: disc}``, L5/S1 first from the bottom."""
     ordered = bottom_up(discs, geom)
     return {LEVELS[len(LEVELS) - 1 - i]: d for i, d in enumerate(ordered[: len(LEVELS)])}
 
 
+def vertebra_gap_levels(vertebrae: list[Structure], geom: SliceGeometry) -> dict[str, Structure]:
+    """Derive levels from vertebrae alone (no discs found): gaps between neighbours, L5/S1 below the lowest.
+
+    The lowest vertebra is taken as L5 (SPIDER does not label the sacrum as a vertebra), so
+    L5/S1 sits half a vertebra spacing below it.
+    """
+    ordered = bottom_up(vertebrae, geom)
+    if len(ordered) < 2:
+        return {}
+    pts = [np.array([v.row, v.col]) for v in ordered]
+    gaps = [pts[0] - (pts[1] - pts[0]) / 2] + [(a + b) / 2 for a, b in zip(pts, pts[1:], strict=False)]
+    out = {}
+    for i, g in enumerate(gaps[: len(LEVELS)]):
+        out[LEVELS[len(LEVELS) - 1 - i]] = Structure(float(g[0]), float(g[1]), 1, np.array([g]))
+    return out
+
+
+def project_levels(points: dict[str, np.ndarray], geom: SliceGeometry) -> dict[str, Structure]:
+    """Levels of another series (patient points) projected onto this slice as point structures."""
+    out = {}
+    for lv, pt in points.items():
+        r, c = geom.to_pixel(pt)
+        out[lv] = Structure(r, c, 1, np.array([[r, c]]))
+    return out
+
+
 def nearest_level(levels: dict[str, Structure], row: float, col: float) -> str | None:
-    """The level whose disc centroid is closest to ``(row, col)``; None without discs."""
+    """Return the level whose disc centroid is closest to ``(row, col)``; None without discs."""
     if not levels:
         return None
     return min(levels, key=lambda lv: (levels[lv].row - row) ** 2 + (levels[lv].col - col) ** 2)
@@ -95,7 +126,7 @@ def nearest_level(levels: dict[str, Structure], row: float, col: float) -> str |
 def bracketing(
     vertebrae: list[Structure], disc: Structure, geom: SliceGeometry
 ) -> tuple[Structure | None, ...]:
-    """The vertebra just below and just above ``disc`` (None where there is none)."""
+    """Find the vertebra just below and just above ``disc`` (None where there is none)."""
     z = geom.superior(disc.row, disc.col)
     below = [v for v in vertebrae if geom.superior(v.row, v.col) < z]
     above = [v for v in vertebrae if geom.superior(v.row, v.col) > z]
@@ -120,12 +151,14 @@ def region_axes(
     along: float,
     across: float,
     fallback: float,
+    cap: float | None = None,
 ) -> tuple[np.ndarray, float, float]:
     """Spine axis (unit, row/col), semi-axis along it and across it, sized by the neighbouring vertebrae.
 
     Along the spine the region spans ``along`` x the distance between the two vertebra
     centroids (the disc gap and a little of each endplate); across it spans ``across``
-    x the vertebrae's width. ``fallback`` (pixels) stands in where no vertebra was found.
+    x the vertebrae's width. ``fallback`` (pixels) stands in where no vertebra was found;
+    ``cap`` bounds both semi-axes (merged or fragmented vertebrae give absurd sizes).
     """
     pair = [v for v in (below, above) if v is not None]
     if len(pair) == 2:
@@ -138,7 +171,10 @@ def region_axes(
         return np.array([-1.0, 0.0]), fallback, fallback
     axis = vec / max(np.hypot(*vec), 1e-6)
     width = float(np.mean([width_across(v, axis) for v in pair]))
-    return axis, max(along * gap / 2, 1.0), max(across * width / 2, 1.0)
+    a, b = along * gap / 2, across * width / 2
+    if cap is not None:
+        a, b = min(a, cap), min(b, cap)
+    return axis, max(a, 1.0), max(b, 1.0)
 
 
 def ellipse(
@@ -166,7 +202,7 @@ def ring(mask: np.ndarray, width: int) -> np.ndarray:
 
 
 def order_ok(vertebrae: list[Structure], discs: list[Structure], geom: SliceGeometry) -> bool:
-    """True when every disc lies between two vertebrae (vertebra, disc, vertebra, ... from the bottom)."""
+    """Check that every disc lies between two vertebrae (vertebra, disc, vertebra, ... from the bottom)."""
     if len(discs) < 1 or len(vertebrae) < 2:
         return False
     seq = [("v", geom.superior(v.row, v.col)) for v in vertebrae] + [

@@ -42,7 +42,7 @@ class StageResult:
 
 
 def cached_stage(cache_dir: Path, stage: str, payload: Any, build: Callable[[Path], None]) -> StageResult:
-    """Return the cached output of ``stage`` for ``payload``, building it with ``build(tmp_dir)`` if absent."""
+    """Return the cached output of ``stage`` for ``payload``; build it with ``build(tmp)`` if absent."""
     key = stage_key({"stage": stage, "payload": payload})
     root = Path(cache_dir) / "stages"
     target = root / f"{stage}-{key}"

@@ -95,28 +95,33 @@ class StudyGrader:
     def grade(self, data, study_id: int) -> StudyGrades:  # noqa: ANN001
         """Grades of every row the study's series can tell something about."""
         out = StudyGrades()
-        disc_pts: dict[str, np.ndarray] = {}
-        order = sorted(
-            self.schemes, key=lambda d: (not d.startswith("Sagittal T2"), not d.startswith("Sagittal"))
-        )
-        for desc in order:
-            scheme = self.schemes[desc]
+        stacks = {}
+        for desc in self.schemes:
             series = data.series_of(study_id, desc)
             if not series or desc not in self.predict:
                 out.problems.append(f"no {desc} series")
                 continue
             try:
-                vol = data.volume(study_id, series[0])
+                stacks[desc] = working_stack(data.volume(study_id, series[0]), self.cfg.size)
             except DataError as exc:
                 out.problems.append(f"{desc} unreadable ({exc})")
+        sag = {d: self._levels(d, *stacks[d]) for d in stacks if d.startswith("Sagittal")}
+        best = max(sag, key=lambda d: len(sag[d][0]), default=None)
+        disc_pts = {}
+        if best is not None and sag[best][0]:
+            mid = len(stacks[best][0]) // 2
+            disc_pts = {lv: stacks[best][1][mid].to_patient(d.row, d.col) for lv, d in sag[best][0].items()}
+        for desc, (levels, cache) in sag.items():
+            pixels, geoms = stacks[desc]
+            if len(levels) < 3 and len(disc_pts) > len(levels):  # borrow the best series' levels
+                levels = an.project_levels(disc_pts, geoms[len(pixels) // 2])
+            if not levels:
+                out.problems.append(f"no vertebrae/discs found on {desc}")
                 continue
-            pixels, geoms = working_stack(vol, self.cfg.size)
-            if desc.startswith("Sagittal"):
-                pts = self._sagittal(out, desc, scheme, pixels, geoms)
-                if pts and (not disc_pts or desc.startswith("Sagittal T2")):
-                    disc_pts = pts
-            else:
-                self._axial(out, desc, scheme, pixels, geoms, disc_pts)
+            self._sagittal(out, desc, self.schemes[desc], pixels, levels, cache)
+        for desc in stacks:
+            if not desc.startswith("Sagittal"):
+                self._axial(out, desc, self.schemes[desc], *stacks[desc], disc_pts)
         return out
 
     def _probs(self, desc: str, pixels: np.ndarray, indices: list[int], cache: dict) -> list[np.ndarray]:
@@ -125,37 +130,33 @@ class StudyGrader:
                 cache[i] = self.predict[desc](pixels[i])
         return [cache[i] for i in indices]
 
-    def _sagittal(
-        self,
-        out: StudyGrades,
-        desc: str,
-        scheme: ClassScheme,
-        pixels: np.ndarray,
-        geoms: list[an.SliceGeometry],
-    ) -> dict[str, np.ndarray]:
-        n, cache = len(pixels), {}
-        mid = n // 2
-        mid_probs = self._probs(desc, pixels, [mid], cache)[0]
-        disc_cls = 1 + scheme.anatomy.index("disc") if "disc" in scheme.anatomy else None
-        discs = an.structures(mid_probs.argmax(0), disc_cls, self.cfg.min_area) if disc_cls else []
+    def _levels(self, desc: str, pixels: np.ndarray, geoms: list[an.SliceGeometry]) -> tuple[dict, dict]:
+        """Levels found on the predicted mid slice (discs, else gaps between vertebrae) and the cache."""
+        scheme, cache = self.schemes[desc], {}
+        mid = len(pixels) // 2
+        seg = self._probs(desc, pixels, [mid], cache)[0].argmax(0)
+        discs = an.structures(seg, scheme.anatomy_index("disc"), self.cfg.min_area) if scheme.anatomy else []
         levels = an.disc_levels(discs, geoms[mid])
-        if not levels:
-            out.problems.append(f"no vertebrae/discs found on {desc}")
-            return {}
+        if len(levels) < 3 and "vertebra" in scheme.anatomy:
+            verts = an.structures(seg, scheme.anatomy_index("vertebra"), self.cfg.min_area)
+            levels = an.vertebra_gap_levels(verts, geoms[mid]) or levels
+        return levels, cache
+
+    def _sagittal(
+        self, out: StudyGrades, desc: str, scheme: ClassScheme, pixels: np.ndarray, levels: dict, cache: dict
+    ) -> None:
+        n = len(pixels)
         regions = level_regions(levels, pixels.shape[1:])
         for cond in scheme.conditions:
             centre = int(round(self.positions.get(cond, 0.5) * (n - 1)))
-            idx = [
-                i for i in range(centre - self.cfg.halfwidth, centre + self.cfg.halfwidth + 1) if 0 <= i < n
-            ]
-            probs = self._probs(desc, pixels, idx, cache)
+            lo, hi = centre - self.cfg.halfwidth, centre + self.cfg.halfwidth + 1
+            probs = self._probs(desc, pixels, [i for i in range(lo, hi) if 0 <= i < n], cache)
             first = scheme.lesion(cond, 0)
             for lv, region in regions.items():
                 mass = np.array([sum(float(p[first + s][region].sum()) for p in probs) for s in range(3)])
                 dist = _distribution(mass, self.cfg.min_mass)
                 if dist is not None:
                     out.probs[_ROW[f"{cond}_{lv}"]] = dist
-        return {lv: geoms[mid].to_patient(d.row, d.col) for lv, d in levels.items()}
 
     def _axial(
         self,

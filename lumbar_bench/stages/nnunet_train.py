@@ -73,12 +73,12 @@ class _ThreadPools:
         return self
 
     def Pool(self, processes: int | None = None) -> multiprocessing.pool.ThreadPool:  # noqa: N802 (mirrors API)
-        """A thread pool with the process pool's interface (``starmap_async``, ``_pool``)."""
+        """Return a thread pool with the process pool's interface (``starmap_async``, ``_pool``)."""
         return multiprocessing.pool.ThreadPool(processes or 1)
 
 
 def tiny_configuration(plans: dict, patch: int, batch_size: int, features: tuple[int, ...]) -> dict:
-    """A ``2d_tiny`` configuration inheriting ``2d`` (same preprocessed data) with a small network."""
+    """Build a ``2d_tiny`` configuration inheriting ``2d`` (same preprocessed data) with a small network."""
     base = plans["configurations"]["2d"]
     arch = copy.deepcopy(base["architecture"])
     n_stages = len(features)
@@ -139,7 +139,7 @@ def plan_and_preprocess(
 
 
 def _small_fingerprint_class() -> type:
-    """nnU-Net's fingerprint extractor sampling 10^5 foreground pixels instead of 10^8 (2D data is small)."""
+    """Return a fingerprint extractor sampling 10^5 foreground pixels, not 10^8 (2D data is small)."""
     from nnunetv2.experiment_planning.dataset_fingerprint.fingerprint_extractor import (
         DatasetFingerprintExtractor,
     )
@@ -208,7 +208,7 @@ class Schedule:
 
 @functools.cache
 def trainer_class() -> type:
-    """The harness's trainer: ``nnUNetTrainerNoMirroring`` (left/right labels) with a budgeted loop."""
+    """Return the harness's trainer: ``nnUNetTrainerNoMirroring`` (left/right labels) with a budgeted loop."""
     from nnunetv2.training.nnUNetTrainer.variants.data_augmentation.nnUNetTrainerNoMirroring import (
         nnUNetTrainerNoMirroring,
     )
@@ -286,7 +286,7 @@ def _make_trainer(base: type) -> type:
                 self.on_train_end()
 
         def epoch_metrics(self) -> dict[str, float]:
-            """The last epoch's losses and pseudo Dice as floats."""
+            """Return the last epoch's losses and pseudo Dice as floats."""
             get = self.logger.get_value
             out = {
                 "train_loss": float(get("train_losses", step=-1)),

@@ -30,6 +30,9 @@ from lumbar_bench.stages.vertebrae import (
 
 log = logging.getLogger(__name__)
 
+#: Bumped when a stage's code changes what it writes; part of every cache key.
+STAGE_VERSIONS: dict[str, int] = {"vertebrae": 1, "pseudo_masks": 2, "nnunet_data": 1}
+
 
 @dataclass(frozen=True)
 class PlanConfig:
@@ -60,7 +63,8 @@ def vertebra_stage(
 ) -> tuple[StageResult, dict[str, float]]:
     """Train (or reuse) the vertebra U-Net; returns the stage and its validation Dice metrics."""
     root = spider_root(data, spider)
-    payload = {"config": dataclasses.asdict(cfg), "spider": spider_digest(root), "seed": seed}
+    payload = {"version": STAGE_VERSIONS["vertebrae"], "config": dataclasses.asdict(cfg),
+               "spider": spider_digest(root), "seed": seed}
 
     def build(out: Path) -> None:
         train_vertebra_model(root, cfg, out, device, seed, progress, deadline)
@@ -81,6 +85,7 @@ def mask_stage(
 ) -> StageResult:
     """Build (or reuse) the pseudo-masks of ``study_ids`` with the vertebra model of ``vert``."""
     payload = {
+        "version": STAGE_VERSIONS["pseudo_masks"],
         "vertebrae": vert.key,
         "config": dataclasses.asdict(mcfg),
         "data": data.data_digest(),
@@ -132,6 +137,7 @@ def dataset_stage(
 ) -> StageResult:
     """Export, fingerprint, plan and preprocess one nnU-Net dataset (cached); writes ``splits_final.json``."""
     payload = {
+        "version": STAGE_VERSIONS["nnunet_data"],
         "upstream": upstream,
         "dataset_id": dataset_id,
         "scheme": dataclasses.asdict(scheme),

@@ -113,6 +113,10 @@ def paint_sagittal(
     if len(verts) < 2:  # parasagittal slices show little bone: borrow the mid slice's in-plane anatomy
         verts, discs = sa.vertebrae, sa.discs
     levels = an.disc_levels(discs, geom)
+    if len(levels) < 3:  # too few discs found here: the series' (possibly borrowed) levels
+        levels = sa.levels
+    # typical vertebra size (sqrt of the median body area) bounds the region
+    cap = 0.6 * float(np.sqrt(np.median([v.area for v in verts]))) if verts else size * 0.05
     lesion, ignore = np.zeros_like(label), np.zeros(label.shape, dtype=bool)
     facts = []
     for r in rows.itertuples(index=False):
@@ -120,7 +124,7 @@ def paint_sagittal(
         found = an.nearest_level(levels, row, col)
         disc = levels.get(r.level) or (levels.get(found) if found else None)
         below, above = an.bracketing(verts, disc, geom) if disc is not None else (None, None)
-        axis, a, b = an.region_axes(disc, below, above, cfg.along, cfg.across, fallback=size * 0.05)
+        axis, a, b = an.region_axes(disc, below, above, cfg.along, cfg.across, fallback=size * 0.05, cap=cap)
         region = an.ellipse(label.shape, (row, col), axis, a, b)
         sev = severities.get(f"{r.condition}_{r.level}", -1)
         if sev < 0 or r.condition not in scheme.conditions:
@@ -184,7 +188,7 @@ def disc_points(sa: SeriesAnatomy | None) -> dict[str, np.ndarray]:
 
 
 def axial_level(points: dict[str, np.ndarray], geom: an.SliceGeometry) -> str:
-    """The level whose disc lies closest to the axial slice's plane ("" when unknown)."""
+    """Return the level whose disc lies closest to the axial slice's plane ("" when unknown)."""
     if not points:
         return ""
     normal = np.cross(geom.row_dir, geom.col_dir)
@@ -198,6 +202,44 @@ def vertebra_width_mm(sa: SeriesAnatomy | None) -> float:
     geom = sa.geoms[sa.mid]
     widths = [an.width_across(v, np.array([1.0, 0.0])) for v in sa.vertebrae]
     return float(np.median(widths)) * geom.spacing[1]
+
+
+def _sagittal_anatomies(
+    data,
+    study_id: int,
+    order: list,
+    descs: dict,
+    coords: pd.DataFrame,  # noqa: ANN001
+    schemes: dict,
+    model,
+    cfg: MaskConfig,
+    device: str,
+) -> dict:  # noqa: ANN001
+    """``series_id -> (volume, SeriesAnatomy)`` of a study's sagittal series.
+
+    A series whose own discs give fewer than three levels borrows the levels of the
+    study's best sagittal series, projected through patient space.
+    """
+    out = {}
+    for series_id in order:
+        desc = descs.get(series_id, "")
+        if not desc.startswith("Sagittal") or desc not in schemes:
+            continue
+        try:
+            vol = data.volume(study_id, series_id)
+        except DataError as exc:
+            log.warning("study %s series %s: %s; no pseudo-mask", study_id, series_id, exc)
+            continue
+        index = {int(n): i for i, n in enumerate(vol.instance_numbers)}
+        rows = coords[coords["series_id"] == series_id]
+        slices = {index.get(int(i), -1) for i in rows.instance_number}
+        out[series_id] = (vol, sagittal_anatomy(vol, model, cfg, slices, device))
+    if out:
+        best = max(out.values(), key=lambda t: len(t[1].levels))[1]
+        for _, sa in out.values():
+            if len(sa.levels) < 3 and len(best.levels) > len(sa.levels):
+                sa.levels = an.project_levels(disc_points(best), sa.geoms[sa.mid])
+    return out
 
 
 def build_study(
@@ -215,10 +257,11 @@ def build_study(
     severities = {k: int(v) for k, v in sev_row.items()}
     descs = data.series.set_index("series_id")["series_description"].to_dict()
     cases, facts, series_rows = [], [], []
-    sag: dict[str, SeriesAnatomy] = {}
     order = sorted(
         coords["series_id"].unique(), key=lambda s: not str(descs.get(s, "")).startswith("Sagittal")
     )
+    sag = _sagittal_anatomies(data, study_id, order, descs, coords, schemes, model, cfg, device)
+    ref = max(sag.values(), key=lambda t: len(t[1].discs))[1] if sag else None
     for series_id in order:
         desc = descs.get(series_id, "")
         scheme = schemes.get(desc)
@@ -226,19 +269,17 @@ def build_study(
         if scheme is None:
             continue
         try:
-            vol = data.volume(study_id, series_id)
+            vol, sa = sag[series_id] if series_id in sag else (data.volume(study_id, series_id), None)
         except DataError as exc:
             log.warning("study %s series %s: %s; no pseudo-mask", study_id, series_id, exc)
+            continue
+        if desc.startswith("Sagittal") and sa is None:
             continue
         inst_index = {int(n): i for i, n in enumerate(vol.instance_numbers)}
         h, w = vol.pixels.shape[1:]
         scale = (cfg.size / h, cfg.size / w)
         info = {"study_id": study_id, "series_id": int(series_id), "series_type": desc}
         if desc.startswith("Sagittal"):
-            sa = sagittal_anatomy(
-                vol, model, cfg, {inst_index.get(int(i), -1) for i in rows.instance_number}, device
-            )
-            sag[desc] = sa
             geom = sa.geoms[sa.mid]
             areas = [v.area for v in sa.vertebrae]
             n_frag = len(an.structures(sa.labels[sa.mid], VERTEBRA, 1)) - len(sa.vertebrae)
@@ -251,7 +292,6 @@ def build_study(
             )
         else:
             pixels, geoms = working_stack(vol, cfg.size)
-            ref = sag.get("Sagittal T2/STIR") or sag.get("Sagittal T1")
             width = vertebra_width_mm(ref)
             points = disc_points(ref)
             info.update(
@@ -343,5 +383,12 @@ def load_case(stage_dir: Path, case_id: str) -> tuple[np.ndarray, np.ndarray]:
         return z["image"], z["label"]
 
 
-__all__ = ["ClassScheme", "MaskConfig", "build_pseudo_masks", "derive_schemes", "load_case", "load_schemes",
-           "save_schemes"]
+__all__ = [
+    "ClassScheme",
+    "MaskConfig",
+    "build_pseudo_masks",
+    "derive_schemes",
+    "load_case",
+    "load_schemes",
+    "save_schemes",
+]

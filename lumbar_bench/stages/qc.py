@@ -125,7 +125,7 @@ def run_qc(stage_dir: Path, cfg: QCConfig) -> pd.DataFrame:
 
 
 def summarise(report: pd.DataFrame) -> dict[str, float]:
-    """Counts for tracking: series checked, kept, dropped, and dropped per failing check."""
+    """Count for tracking: series checked, kept, dropped, and dropped per failing check."""
     if report.empty:
         return {"qc/n_series": 0.0, "qc/n_kept": 0.0, "qc/n_dropped": 0.0}
     dropped = report[~report["keep"]]

@@ -43,7 +43,7 @@ def truth_label(
     severities: pd.Series,
     size: int,
 ) -> np.ndarray | None:
-    """The true class map of one slice at working size in ``scheme``'s classes (None if unavailable)."""
+    """Return the true class map of one slice at working size (None if unavailable)."""
     path = Path(root) / "truth" / "masks" / str(study_id) / f"{series_id}.npz"
     if not path.is_file():
         return None

@@ -93,10 +93,20 @@ class Trainer:
         paths = pl.nnunet_paths(ds, self.ctx.workdir / "nnunet")
         out = {}
         for i, fold in enumerate(fold_ids):
+            if len(folds[fold]["train"]) < 2:
+                log.warning(
+                    "nnunet: %s fold %d has %d training cases; not trained",
+                    desc,
+                    fold,
+                    len(folds[fold]["train"]),
+                )
+                continue
             schedule = nt.Schedule(
                 self.cfg.epochs,
                 self.cfg.iterations,
                 self.cfg.val_iterations,
+                initial_lr=self.cfg.lr,
+                save_every=self.cfg.save_every,
                 deadline=self._deadline(remaining - i),
             )
             t0 = time.monotonic()
@@ -197,10 +207,12 @@ class Trainer:
             for i, desc in enumerate(types):
                 sub = cases[cases["series_type"] == desc]
                 have = {p.stem for p in merged_dir.glob("*.npz")}
-                train = sub[sub["study_id"].isin(rest) & sub["case_id"].isin(have)]
+                # cases without an out-of-fold prediction (no stage-1 model) keep their pseudo-mask
+                train = sub[sub["study_id"].isin(rest)]
                 both = pd.concat([train, sub[sub["study_id"].isin(val)]])
+                merged = sorted(c for c in train["case_id"] if c in have)
                 digest = hashlib.sha256(
-                    b"".join((merged_dir / f"{c}.npz").read_bytes() for c in sorted(train["case_id"]))
+                    b"".join((merged_dir / f"{c}.npz").read_bytes() for c in merged)
                 ).hexdigest()[:16]
                 trained = self.fit_type(
                     desc,

@@ -129,7 +129,7 @@ def train_vertebra_model(
     progress: bool = False,
     deadline: float | None = None,
 ) -> dict[str, float]:
-    """Train on ``spider_root``; writes ``model.pt`` and ``metrics.json`` into ``out``, returns the metrics."""
+    """Train on ``spider_root``; write ``model.pt`` and ``metrics.json`` into ``out``; return metrics."""
     import torch
     import torch.nn.functional as F
 
@@ -189,7 +189,7 @@ def segment(model, pixels: np.ndarray, device: str = "cpu", batch: int = 32) -> 
 
 
 def load_vertebra_model(stage_dir: Path, cfg: VertebraConfig, device: str = "cpu"):  # noqa: ANN201
-    """The trained U-Net of a ``vertebrae`` stage folder (``torch.load(weights_only=True)``)."""
+    """Load the trained U-Net of a ``vertebrae`` stage folder (``torch.load(weights_only=True)``)."""
     import torch
 
     model = build_unet(VertebraConfig(**{**cfg.__dict__, "weights": ""}))

@@ -20,16 +20,33 @@ def shared(tmp_path_factory):
 
 
 def _run(name, phantom, shared):
-    return run(RunRequest(approach=name, data_dir=phantom, subset="ci", device="cpu", tracking_uri=shared["uri"],
-                          experiment="nnunet", cache_dir=shared["cache"], progress=False))
+    return run(
+        RunRequest(
+            approach=name,
+            data_dir=phantom,
+            subset="ci",
+            device="cpu",
+            tracking_uri=shared["uri"],
+            experiment="nnunet",
+            cache_dir=shared["cache"],
+            progress=False,
+        )
+    )
 
 
 def test_raw_then_qc_reuses_the_cached_stages(tiny_phantom, shared, caplog):
     raw = _run("nnunet-raw", tiny_phantom, shared).as_dict()
     assert 0 < raw["rsna_score"] < 5
     assert raw["cache/vertebrae_hit"] == 0.0 and raw["cache/pseudo_masks_hit"] == 0.0
-    for key in ("dice_mean", "truth_dice_mean", "runtime/vertebrae_s", "runtime/pseudo_masks_s",
-                "runtime/nnunet_train_s", "runtime/nnunet_predict_s", "qc/n_series"):
+    for key in (
+        "dice_mean",
+        "truth_dice_mean",
+        "runtime/vertebrae_s",
+        "runtime/pseudo_masks_s",
+        "runtime/nnunet_train_s",
+        "runtime/nnunet_predict_s",
+        "qc/n_series",
+    ):
         assert key in raw, key
     assert 0 <= raw["dice_mean"] <= 1 and 0 <= raw["truth_dice_mean"] <= 1
     assert any(k.startswith("dice/sagittal_t2_stir/") for k in raw)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from lumbar_bench.data.phantom.drawing import T_CSF, T_FAT, T_NERVE
 from lumbar_bench.data.phantom.render import draw_stack
 from lumbar_bench.data.phantom.study import HARD_KINDS, IRREGULAR_KINDS
 from lumbar_bench.data.phantom.synth import PhantomConfig, plan_studies, synthesize
+from lumbar_bench.errors import ConfigError
 
 COORD_COLUMNS = ["study_id", "series_id", "instance_number", "condition", "level", "x", "y"]
 
@@ -35,6 +37,7 @@ def read_csv(path: Path) -> pd.DataFrame:
     return pd.read_csv(path, dtype={"study_id": np.int64}, keep_default_na=False)
 
 
+@functools.cache
 def series_headers(folder: Path) -> list[pydicom.Dataset]:
     return [pydicom.dcmread(p, stop_before_pixels=True) for p in sorted(folder.glob("*.dcm"))]
 
@@ -296,9 +299,9 @@ def test_plan_forces_every_kind() -> None:
 
 
 def test_config_validation() -> None:
-    with pytest.raises(ValueError, match="studies"):
+    with pytest.raises(ConfigError, match="studies"):
         PhantomConfig(studies=0)
-    with pytest.raises(ValueError, match="label_noise"):
+    with pytest.raises(ConfigError, match="label_noise"):
         PhantomConfig(label_noise=1.5)
     assert PhantomConfig(studies=200).n_test == 10 and PhantomConfig(studies=10).n_test == 2
 
@@ -472,3 +475,19 @@ def test_spider_reader_accepts_output(phantom: Path) -> None:
     spider = pytest.importorskip("lumbar_bench.data.spider")
     case = next(spider.iter_spider(phantom / "spider"))
     assert case.image.shape == case.mask.shape and case.spacing[0] > case.spacing[1]
+
+
+@pytest.mark.slow
+def test_workers_do_not_change_the_output(tmp_path: Path) -> None:
+    cfg = PhantomConfig(studies=4, size=48, seed=9, spider_cases=2, test_studies=1)
+    synthesize(tmp_path / "one", cfg, progress=False, workers=1)
+    synthesize(tmp_path / "two", cfg, progress=False, workers=2)
+    for pattern in ("*.csv", "truth/*.csv", "*_images/*/*/*.dcm", "spider/*/*.mha"):
+        assert _bytes_of(tmp_path / "one", pattern) == _bytes_of(tmp_path / "two", pattern)
+
+
+def test_summary_paths_exist(tmp_path: Path) -> None:
+    summary = synthesize(tmp_path, PhantomConfig(studies=2, size=40, spider_cases=1), progress=False)
+    assert all(p.exists() for p in summary.paths.values())
+    assert summary.train_studies == 2 and summary.test_studies == 2 and summary.spider_volumes == 2
+    assert "oracle score" in summary.describe() and summary.images > 0

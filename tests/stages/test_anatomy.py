@@ -8,9 +8,9 @@ def _spine(size=64):
     label = np.zeros((size, size), np.uint8)
     for k in range(6):
         top = 4 + k * 10
-        label[top:top + 7, 20:40] = 1
+        label[top : top + 7, 20:40] = 1
         if k < 5:
-            label[top + 7:top + 10, 22:38] = 2
+            label[top + 7 : top + 10, 22:38] = 2
     return label
 
 

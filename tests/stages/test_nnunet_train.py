@@ -32,9 +32,9 @@ def test_interrupted_training_resumes_from_its_checkpoint(tmp_path):
         img = rng.random((32, 32)).astype(np.float32) * 0.3
         lab = np.zeros((32, 32), np.uint8)
         y, x = rng.integers(8, 24, 2)
-        img[y - 4:y + 4, x - 4:x + 4] += 0.6
-        lab[y - 4:y + 4, x - 4:x + 4] = 1
-        lab[y - 5, x - 4:x + 4] = 2  # ignore ring
+        img[y - 4 : y + 4, x - 4 : x + 4] += 0.6
+        lab[y - 4 : y + 4, x - 4 : x + 4] = 1
+        lab[y - 5, x - 4 : x + 4] = 2  # ignore ring
         cases.append(nd.Case(f"{i}_1_1", i, img, lab))
     paths = nt.NnUNetPaths(tmp_path / "raw", tmp_path / "pre", tmp_path / "res")
     nd.export_dataset(paths.raw, 990, "Resume", cases, ["background", "blob"], ignore=True)

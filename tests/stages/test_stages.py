@@ -20,9 +20,14 @@ pytestmark = pytest.mark.slow
 def test_schemes_follow_where_conditions_are_annotated(phantom_data):
     schemes = derive_schemes(phantom_data.coordinates, phantom_data.series)
     assert schemes["Sagittal T2/STIR"].conditions == ("spinal_canal_stenosis",)
-    assert set(schemes["Sagittal T1"].conditions) == {"left_neural_foraminal_narrowing",
-                                                     "right_neural_foraminal_narrowing"}
-    assert set(schemes["Axial T2"].conditions) == {"left_subarticular_stenosis", "right_subarticular_stenosis"}
+    assert set(schemes["Sagittal T1"].conditions) == {
+        "left_neural_foraminal_narrowing",
+        "right_neural_foraminal_narrowing",
+    }
+    assert set(schemes["Axial T2"].conditions) == {
+        "left_subarticular_stenosis",
+        "right_subarticular_stenosis",
+    }
     t1 = schemes["Sagittal T1"]
     assert t1.names[:3] == ["background", "vertebra", "disc"] and len(t1.names) == 9 and t1.ignore == 9
     assert schemes["Axial T2"].anatomy == ()
@@ -77,7 +82,9 @@ def test_qc_catches_the_phantoms_hard_cases(masks, tiny_phantom):
     flags = [c for c in hard.columns if c != "study_id"]
     report["hard"] = report["study_id"].map(hard[flags].astype(bool).any(axis=1)).fillna(False)
     if report["hard"].any() and (~report["hard"]).any():
-        assert report.loc[report["hard"], "score"].mean() <= report.loc[~report["hard"], "score"].mean() + 0.05
+        assert (
+            report.loc[report["hard"], "score"].mean() <= report.loc[~report["hard"], "score"].mean() + 0.05
+        )
 
 
 def test_a_study_without_vertebrae_falls_back_to_the_prior(phantom_data, masks, caplog):

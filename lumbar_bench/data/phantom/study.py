@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -49,7 +49,6 @@ class StudyResult:
     images: int
     hard: str
     irregular: str
-    notes: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -92,17 +91,8 @@ def make_study(
     if plan.irregular == "blank_labels":
         observed[pathology.blank_labels(rng)] = -1
     coords = _coordinates(rng, spine, series, plan.study_id, observed) if plan.part == "train" else []
-    return StudyResult(
-        plan.study_id,
-        codes,
-        observed,
-        [(s.series_id, s.stack.description) for s in series],
-        coords,
-        images,
-        plan.hard,
-        plan.irregular,
-        {"transitional": transitional} if transitional else {},
-    )
+    series_rows = [(s.series_id, s.stack.description) for s in series]
+    return StudyResult(plan.study_id, codes, observed, series_rows, coords, images, plan.hard, plan.irregular)
 
 
 def _plan_series(rng: np.random.Generator, spine: Spine, plan: StudyPlan, size: int) -> list[Series]:

@@ -28,6 +28,7 @@ from lumbar_bench.constants import LABEL_COLUMNS, PROB_COLUMNS, SEVERITIES, row_
 from lumbar_bench.data.phantom import pathology
 from lumbar_bench.data.phantom.spider import write_spider_case
 from lumbar_bench.data.phantom.study import HARD_KINDS, IRREGULAR_KINDS, StudyPlan, StudyResult, make_study
+from lumbar_bench.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +60,12 @@ class PhantomConfig:
 
     def __post_init__(self) -> None:
         if self.studies < 1 or self.size < 32 or self.n_test < 0 or self.spider_cases < 0:
-            raise ValueError(f"PhantomConfig: need studies >= 1, size >= 32, non-negative counts; got {self}")
+            raise ConfigError(
+                f"PhantomConfig: need studies >= 1, size >= 32, non-negative counts; got {self}"
+            )
         for name in ("label_noise", "hard_case_rate", "irregular_rate"):
             if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"PhantomConfig: {name} must lie in [0, 1], got {getattr(self, name)}")
+                raise ConfigError(f"PhantomConfig: {name} must lie in [0, 1], got {getattr(self, name)}")
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,24 @@ class PhantomSummary:
     label_counts: dict[str, int]
     oracle_score: float | None
     seconds: float
+
+    @property
+    def paths(self) -> dict[str, Path]:
+        """The main files and folders written under ``out``."""
+        names = {
+            "train_csv": "train.csv",
+            "coordinates_csv": "train_label_coordinates.csv",
+            "train_series_csv": "train_series_descriptions.csv",
+            "test_series_csv": "test_series_descriptions.csv",
+            "sample_submission_csv": "sample_submission.csv",
+            "train_images": "train_images",
+            "test_images": "test_images",
+            "spider": "spider",
+            "truth": "truth",
+            "oracle_submission_csv": "truth/oracle_submission.csv",
+            "metadata_json": "phantom.json",
+        }
+        return {key: self.out / rel for key, rel in names.items()}
 
     def describe(self) -> str:
         """Describe the phantom in a few human-readable lines."""
