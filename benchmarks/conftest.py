@@ -62,6 +62,7 @@ def machine() -> dict[str, object]:
         "pandas": _version("pandas"),
         "pydicom": _version("pydicom"),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none",
+        "load_avg_1min_at_start": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
     }
     return info
 

@@ -44,7 +44,8 @@ def machine_lines(doc: dict) -> list[str]:
     dirty = " (dirty)" if commit.get("dirty") else ""
     return [
         f"- CPU: {m['cpu']}, {m.get('cores', '?')} cores ({m.get('cores_usable', '?')} usable), "
-        f"RAM {m.get('ram_gb', '?')} GiB, GPU: {m.get('gpu', '?')}",
+        f"RAM {m.get('ram_gb', '?')} GiB, GPU: {m.get('gpu', '?')}; load average at start "
+        f"{m.get('load_avg_1min_at_start', '?')} (other work on the machine slows every figure)",
         f"- software: Python {m.get('python', '?')}, torch {m.get('torch', '?')} "
         f"({m.get('torch_threads', '?')} threads), numpy {m.get('numpy', '?')}, "
         f"pandas {m.get('pandas', '?')}, pydicom {m.get('pydicom', '?')}",
@@ -77,6 +78,25 @@ def headline_lines(doc: dict) -> list[str]:
     return lines
 
 
+def ratio_lines(doc: dict) -> list[str]:
+    """Overheads against the floors the issue names: ingest vs bare pydicom, ResNet-18 vs bare torch."""
+    rate = {b["name"]: b.get("extra_info", {}) for b in doc.get("benchmarks", [])}
+    lines = []
+    floor = rate.get("test_pydicom_floor", {}).get("slices_per_s")
+    for name in ("test_ingest_cold", "test_ingest_warm"):
+        got = rate.get(name, {}).get("slices_per_s")
+        if floor and got:
+            lines.append(f"- ingest `{name}`: {floor / got:.2f}x the time per slice of the bare pydicom loop")
+    harness = rate.get("test_resnet18_train_harness_step", {})
+    for key, what in (
+        ("overhead_ratio", "training step"),
+        ("pipeline_ratio", "first epoch incl. input building"),
+    ):
+        if key in harness:
+            lines.append(f"- ResNet-18 {what}: {harness[key]:.2f}x the time per image of the bare torch loop")
+    return lines
+
+
 def render(doc: dict, source: Path) -> str:
     """The markdown document."""
     skipped = doc.get("skipped", [])
@@ -94,6 +114,10 @@ def render(doc: dict, source: Path) -> str:
         "## Headline figures",
         "",
         *headline_lines(doc),
+        "",
+        "## Ratios (1.00 = as fast as the floor)",
+        "",
+        *ratio_lines(doc),
         "",
         "## Every benchmark",
         "",

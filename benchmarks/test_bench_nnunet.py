@@ -51,7 +51,7 @@ def _cases(patch: int):
     for i in range(CASES):
         label = np.zeros((patch, patch), np.uint8)
         for cls in (1, 2):
-            cy, cx, r = rng.uniform(0.25, 0.75, 2) * patch, rng.uniform(0.08, 0.15) * patch
+            (cy, cx), r = rng.uniform(0.25, 0.75, 2) * patch, rng.uniform(0.08, 0.15) * patch
             label[((yy - cy) ** 2 + (xx - cx) ** 2) < r**2] = cls
         image = 0.2 * rng.random((patch, patch)) + 0.35 * label
         yield Case(f"case{i:03d}", i, image.astype(np.float32), label)

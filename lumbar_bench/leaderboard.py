@@ -318,15 +318,15 @@ def to_markdown(board: Leaderboard) -> str:
     return "\n".join(lines) + "\n"
 
 
-def to_text_table(board: Leaderboard, width: int = 200) -> str:
-    """Render the board as a rich table rendered to plain text."""
+def to_text_table(board: Leaderboard, width: int = 260) -> str:
+    """Render the board as a rich table (plain text; intervals never wrap)."""
     from rich.console import Console
     from rich.table import Table
 
     head, cells = _display_rows(board, board.baseline)
     table = Table(title=f"lumbar-bench leaderboard {board.board_id}", caption="\n".join(header_lines(board)))
     for i, name in enumerate(head):
-        table.add_column(name, justify="left" if i in (1, 2, 4, 16) else "right")
+        table.add_column(name, justify="left" if i in (1, 2, 4, 16) else "right", no_wrap=i in (1, 4, 12, 16))
     for c in cells:
         table.add_row(*c)
     console = Console(record=True, width=width, file=io.StringIO())

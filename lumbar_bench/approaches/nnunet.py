@@ -24,7 +24,7 @@ import pandas as pd
 
 from lumbar_bench.approaches.base import Approach, RunContext
 from lumbar_bench.approaches.prior import fit_prior
-from lumbar_bench.constants import LABEL_COLUMNS, PROB_COLUMNS, row_id, slug
+from lumbar_bench.constants import LABEL_COLUMNS, PROB_COLUMNS, SCORE_GROUPS, row_id, slug
 from lumbar_bench.errors import ConfigError, DataError
 from lumbar_bench.progress import progress_bar
 from lumbar_bench.stages import grading as gr
@@ -61,11 +61,14 @@ class NnUNetConfig:
     val_iterations: int = 10
     batch_size: int = 8
     lr: float = 1e-2
+    optimizer: str = "sgd"
     save_every: int = 5
     features: tuple[int, ...] = (16, 32, 64, 128, 256)
     val_folds: int = 5
     refine_folds: int = 3
     blend: float = 0.6
+    #: Fit the blend weight per score group on the held-out training studies (else ``blend`` as is).
+    calibrate: bool = True
     min_mass: float = 2.0
     predict_reserve: float = 0.15
     overlays: int = 4
@@ -87,18 +90,28 @@ class NnUNetConfig:
                 epochs=12,
                 iterations=10,
                 val_iterations=1,
-                lr=3e-2,
+                lr=3e-3,
+                optimizer="adam",
                 save_every=3,
                 features=(8, 16, 32, 64),
                 val_folds=4,
                 refine_folds=2,
-                min_mass=1.0,
+                min_mass=0.3,
                 overlays=3,
                 threads=1,
+                predict_reserve=0.3,
             )
         if subset == "small":
             return cls(
-                size=96, encoder="resnet18", vertebra_epochs=12, epochs=25, iterations=25, refine_folds=2
+                size=96,
+                encoder="resnet18",
+                vertebra_epochs=12,
+                vertebra_lr=3e-3,
+                epochs=25,
+                iterations=25,
+                refine_folds=2,
+                lr=3e-3,
+                optimizer="adam",
             )
         return cls()
 
@@ -157,6 +170,7 @@ class NnUNetApproach(Approach):
         self.positions: dict[str, float] = {}
         self.prior: np.ndarray | None = None
         self.models: dict[str, Path] = {}
+        self.blend: dict[str, float] = {}
         self._predictors: dict[str, object] = {}
 
     # ------------------------------------------------------------------ fit
@@ -220,6 +234,36 @@ class NnUNetApproach(Approach):
                 base_id=501,
             )
             trainer.evaluate(data, val_cases, self.models, masks.path)
+        self._calibrate(data, val, ctx)
+
+    def _calibrate(self, data, val: list[int], ctx: RunContext) -> None:  # noqa: ANN001
+        """Blend weights per score group, fitted on held-out training studies (never the evaluated ones)."""
+        cfg = self.config
+        self.blend = dict.fromkeys(SCORE_GROUPS, cfg.blend)
+        if cfg.calibrate and self.models and val:
+            grader = self._grader(ctx)
+            raw = np.stack([self._grade(grader, data, s)[0] for s in val])
+            codes = data.labels.loc[val, list(LABEL_COLUMNS)].to_numpy(np.int64)
+            self.blend = gr.calibrate_blend(raw, codes, self.prior, cfg.blend)
+        ctx.extra_metrics.update({f"grading/blend_{k}": v for k, v in self.blend.items()})
+        log.info("nnunet: blend weights with the prior %s", self.blend)
+
+    def _grader(self, ctx: RunContext) -> gr.StudyGrader:
+        fns = {}
+        for desc in self.models:
+            try:
+                fns[desc] = self.predictor(desc, ctx.device).probabilities
+            except (OSError, KeyError, RuntimeError) as exc:
+                log.warning("nnunet: the %s model cannot be loaded (%s); its rows use the prior", desc, exc)
+        return gr.StudyGrader(fns, self.schemes, self.positions, self.config.grading())
+
+    @staticmethod
+    def _grade(grader: gr.StudyGrader, data, study: int) -> tuple[np.ndarray, list[str]]:  # noqa: ANN001
+        try:
+            grades = grader.grade(data, int(study))
+        except (DataError, ValueError, IndexError, RuntimeError) as exc:
+            grades = gr.StudyGrades(problems=[f"grading failed: {exc}"])
+        return grades.probs, grades.problems
 
     def _stage(self, ctx: RunContext, name: str, result: pl.StageResult) -> None:
         ctx.stage_seconds[name] = result.seconds
@@ -271,25 +315,17 @@ class NnUNetApproach(Approach):
         if self.prior is None:
             raise RuntimeError("nnunet: predict() before fit()")
         t0 = time.monotonic()
-        fns = {}
-        for desc in self.models:
-            try:
-                fns[desc] = self.predictor(desc, ctx.device).probabilities
-            except (OSError, KeyError, RuntimeError) as exc:
-                log.warning("nnunet: the %s model cannot be loaded (%s); its rows use the prior", desc, exc)
-        grader = gr.StudyGrader(fns, self.schemes, self.positions, self.config.grading())
+        grader = self._grader(ctx)
+        weights = gr.group_weights(self.blend or dict.fromkeys(SCORE_GROUPS, self.config.blend))
         out, fallback = [], 0
         for study in progress_bar(list(study_ids), "nnunet: grading", ctx.progress):
-            try:
-                grades = grader.grade(data, int(study))
-            except (DataError, ValueError, IndexError, RuntimeError) as exc:
-                grades = gr.StudyGrades(problems=[f"grading failed: {exc}"])
-            missing = int((~np.isfinite(grades.probs).all(axis=1)).sum())
+            probs, problems = self._grade(grader, data, study)
+            missing = int((~np.isfinite(probs).all(axis=1)).sum())
             if missing:
-                why = "; ".join(grades.problems) or "too little lesion probability in some regions"
+                why = "; ".join(problems) or "too little lesion probability in some regions"
                 log.warning("study %s: prior fallback for %d of 25 rows (%s)", study, missing, why)
             fallback += missing
-            out.append(gr.blend_with_prior(grades.probs, self.prior, self.config.blend))
+            out.append(gr.blend_with_prior(probs, self.prior, weights))
         ctx.stage_seconds["nnunet_predict"] = time.monotonic() - t0
         ctx.extra_metrics["grading/prior_fallback_fraction"] = fallback / max(1, 25 * len(study_ids))
         flat = np.concatenate(out) if out else np.zeros((0, 3))
@@ -307,6 +343,7 @@ class NnUNetApproach(Approach):
             shutil.copy2(Path(fold_dir) / "checkpoint_final.pth", target / "fold_0" / "checkpoint_final.pth")
         save_schemes(self.schemes, directory / "schemes.json")
         state = {
+            "blend": self.blend,
             "positions": self.positions,
             "prior": None if self.prior is None else self.prior.tolist(),
             "models": {d: slug(d) for d in self.models},
@@ -320,6 +357,7 @@ class NnUNetApproach(Approach):
         state = json.loads((directory / "grading.json").read_text())
         approach.schemes = load_schemes(directory / "schemes.json")
         approach.positions = state["positions"]
+        approach.blend = state.get("blend", {})
         approach.prior = None if state["prior"] is None else np.asarray(state["prior"])
         approach.models = {d: directory / "nnunet" / s / "fold_0" for d, s in state["models"].items()}
         return approach

@@ -52,6 +52,9 @@ class ResNet18Config:
     val_fraction: float = 0.15
     augment: bool = True
     label_smoothing: float = 0.0
+    #: Fit a softmax temperature on the inner validation part each epoch (log loss punishes
+    #: overconfidence); epochs are then compared by their calibrated score.
+    calibrate: bool = True
     weights: str = ""
 
     @classmethod
@@ -105,6 +108,13 @@ def study_tensor(data: RSNAData, study_id: int, cfg: ResNet18Config) -> np.ndarr
     return out
 
 
+def fit_temperature(logits: torch.Tensor, codes: np.ndarray) -> float:
+    """The softmax temperature (0.5-10, log grid) that minimises the official score on ``codes``."""
+    grid = np.exp(np.linspace(np.log(0.5), np.log(10.0), 41))
+    scores = [score_arrays(codes, torch.softmax(logits / t, -1).numpy()).score for t in grid]
+    return float(grid[int(np.argmin(scores))])
+
+
 def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """Small random affine and intensity jitter, the same for every channel of a study; no flips."""
     n = x.shape[0]
@@ -136,6 +146,7 @@ class ResNet18Approach(Approach):
         super().__init__(config)
         in_ch = len(SERIES_TYPES) * config.slices_per_series
         self.model = build_model(in_ch, config.weights)
+        self.temperature = 1.0
 
     def _inputs(self, data: RSNAData, study_ids: Sequence[int], ctx: RunContext, what: str) -> torch.Tensor:
         arrays = [study_tensor(data, s, self.config)
@@ -167,12 +178,14 @@ class ResNet18Approach(Approach):
                 break
             train_loss = self._train_epoch(model, opt, loss_fn, x_tr, y_tr, gen, device)
             sched.step()
-            val_score = score_arrays(y_val, self._probs(x_val, device)).score
+            val_score, temperature = self._validate(x_val, y_val, device)
             ctx.log_metric("train/loss", train_loss, epoch)
             ctx.log_metric("val/rsna_score", val_score, epoch)
-            log.info("resnet18 epoch %d: loss %.4f val score %.4f", epoch, train_loss, val_score)
+            log.info("resnet18 epoch %d: loss %.4f val score %.4f (T=%.2f)", epoch, train_loss, val_score,
+                     temperature)
             if val_score < state["best"]:
                 state.update(best=val_score, best_epoch=epoch, time_to_best=time.monotonic() - t0,
+                             temperature=temperature,
                              best_state={k: v.detach().cpu().clone() for k, v in model.state_dict().items()})
             state.update(epoch=epoch + 1, elapsed=time.monotonic() - t0)
             _atomic_save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
@@ -182,13 +195,20 @@ class ResNet18Approach(Approach):
                 break
         if state["best_state"] is not None:
             model.load_state_dict(state["best_state"])
+            self.temperature = state["temperature"]
         ctx.time_to_best_s = state["time_to_best"]
-        ctx.extra_metrics["val/best_rsna_score"] = state["best"]
-        ctx.extra_metrics["best_epoch"] = float(state["best_epoch"])
+        ctx.extra_metrics.update({"val/best_rsna_score": state["best"], "best_epoch": float(state["best_epoch"]),
+                                  "val/temperature": self.temperature})
+
+    def _validate(self, x_val: torch.Tensor, y_val: np.ndarray, device: torch.device) -> tuple[float, float]:
+        """Official score on the inner validation part, after temperature calibration if enabled."""
+        logits = self._logits(x_val, device)
+        temperature = fit_temperature(logits, y_val) if self.config.calibrate else 1.0
+        return score_arrays(y_val, torch.softmax(logits / temperature, -1).numpy()).score, temperature
 
     def _resume(self, path: Path, opt: torch.optim.Optimizer, sched: object) -> dict:
         fresh = {"epoch": 0, "best": float("inf"), "best_epoch": -1, "best_state": None,
-                 "time_to_best": None, "elapsed": 0.0}
+                 "time_to_best": None, "elapsed": 0.0, "temperature": 1.0}
         if not path.exists():
             return fresh
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
@@ -222,11 +242,14 @@ class ResNet18Approach(Approach):
         return total / max(seen, 1)
 
     @torch.no_grad()
-    def _probs(self, x: torch.Tensor, device: torch.device) -> np.ndarray:
+    def _logits(self, x: torch.Tensor, device: torch.device) -> torch.Tensor:
         model = self.model.to(device).eval()
-        out = [torch.softmax(model(x[i:i + 64].to(device, torch.float32)).view(-1, N_LABELS, 3), -1).cpu()
+        out = [model(x[i:i + 64].to(device, torch.float32)).view(-1, N_LABELS, 3).cpu()
                for i in range(0, len(x), 64)]
-        return torch.cat(out).numpy().astype(np.float64) if out else np.zeros((0, N_LABELS, 3))
+        return torch.cat(out).double() if out else torch.zeros((0, N_LABELS, 3), dtype=torch.float64)
+
+    def _probs(self, x: torch.Tensor, device: torch.device) -> np.ndarray:
+        return torch.softmax(self._logits(x, device) / self.temperature, -1).numpy()
 
     def predict(self, data: RSNAData, study_ids: Sequence[int], ctx: RunContext) -> pd.DataFrame:
         """Softmax probabilities for every row of every study (zeros stand in for a missing series)."""
@@ -236,12 +259,14 @@ class ResNet18Approach(Approach):
         return pd.DataFrame({"row_id": rows, **{c: flat[:, i] for i, c in enumerate(PROB_COLUMNS)}})
 
     def save(self, directory: Path) -> None:
-        """Write the best weights (``model.pt``)."""
-        torch.save(self.model.state_dict(), directory / "model.pt")
+        """Write the best weights and the calibration temperature (``model.pt``)."""
+        torch.save({"state_dict": self.model.state_dict(), "temperature": self.temperature}, directory / "model.pt")
 
     @classmethod
     def load(cls, directory: Path, config: ResNet18Config) -> ResNet18Approach:
         """Rebuild from ``model.pt`` (loaded with ``weights_only=True``)."""
         approach = cls(dataclasses.replace(config, weights=""))  # the saved weights supersede the init file
-        approach.model.load_state_dict(torch.load(directory / "model.pt", map_location="cpu", weights_only=True))
+        saved = torch.load(directory / "model.pt", map_location="cpu", weights_only=True)
+        approach.model.load_state_dict(saved["state_dict"])
+        approach.temperature = float(saved["temperature"])
         return approach

@@ -17,13 +17,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from lumbar_bench.constants import LABEL_COLUMNS, LEVELS
+from lumbar_bench.constants import LABEL_COLUMNS, LEVELS, SCORE_GROUPS
 from lumbar_bench.errors import DataError
 from lumbar_bench.stages import anatomy as an
 from lumbar_bench.stages.pseudo_masks import ClassScheme, axial_level, working_stack
 
 log = logging.getLogger(__name__)
 _ROW = {lab: i for i, lab in enumerate(LABEL_COLUMNS)}
+_GROUP = {cond: group for group, members in SCORE_GROUPS.items() for cond in members}
 
 
 @dataclass(frozen=True)
@@ -202,12 +203,52 @@ class StudyGrader:
                     out.probs[_ROW[f"{cond}_{lv}"]] = d
 
 
-def blend_with_prior(probs: np.ndarray, prior: np.ndarray, weight: float) -> np.ndarray:
-    """Segmentation rows blended with the prior; NaN rows take the prior as is."""
+def blend_with_prior(probs: np.ndarray, prior: np.ndarray, weight: float | np.ndarray) -> np.ndarray:
+    """Segmentation rows blended with the prior (one weight, or one per row); NaN rows take the prior."""
     found = np.isfinite(probs).all(axis=1)
+    w = np.broadcast_to(np.asarray(weight, dtype=np.float64), (len(prior),))[:, None]
     out = prior.copy()
-    out[found] = weight * probs[found] + (1 - weight) * prior[found]
+    out[found] = (w * np.nan_to_num(probs) + (1 - w) * prior)[found]
     return out / out.sum(axis=1, keepdims=True)
+
+
+def group_weights(weights: dict[str, float]) -> np.ndarray:
+    """Per-row blend weights ``(25,)`` from one weight per score group."""
+    return np.array([weights[_GROUP[lab[:-6]]] for lab in LABEL_COLUMNS])
+
+
+def calibrate_blend(
+    raw: np.ndarray,
+    codes: np.ndarray,
+    prior: np.ndarray,
+    default: float,
+    grid: tuple[float, ...] = tuple(np.linspace(0, 1, 11)),
+    per_group: bool = False,
+) -> dict[str, float]:
+    """Blend weight minimising the official score on held-out *training* studies.
+
+    ``raw`` is ``(studies, 25, 3)`` segmentation grades (NaN rows = nothing found), ``codes``
+    their labels. One weight shared by every score group (few held-out studies make
+    per-group weights noisy), or with ``per_group`` one pass of coordinate descent over
+    the groups. ``default`` stays where there is no segmentation evidence at all.
+    """
+    from lumbar_bench.metrics.score import score_arrays
+
+    def total(w: dict[str, float]) -> float:
+        rows = group_weights(w)
+        return score_arrays(codes, np.stack([blend_with_prior(r, prior, rows) for r in raw])).score
+
+    if not np.isfinite(raw).all(axis=2).any():
+        return dict.fromkeys(SCORE_GROUPS, float(default))
+    if not per_group:
+        best = min(grid, key=lambda w: total(dict.fromkeys(SCORE_GROUPS, float(w))))
+        return dict.fromkeys(SCORE_GROUPS, float(best))
+    weights = dict.fromkeys(SCORE_GROUPS, float(default))
+    for group in SCORE_GROUPS:
+        cols = [i for i, lab in enumerate(LABEL_COLUMNS) if _GROUP[lab[:-6]] == group]
+        if np.isfinite(raw[:, cols]).all(axis=2).any():
+            weights[group] = float(min(grid, key=lambda w: total({**weights, group: float(w)})))
+    return weights
 
 
 __all__ = ["LEVELS", "GradingConfig", "StudyGrader", "StudyGrades", "blend_with_prior", "slice_positions"]

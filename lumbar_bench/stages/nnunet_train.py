@@ -20,6 +20,7 @@ import math
 import multiprocessing.pool
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -202,6 +203,8 @@ class Schedule:
     val_iterations: int = 2
     save_every: int = 1
     initial_lr: float = 1e-2
+    #: ``sgd`` (nnU-Net's SGD, Nesterov momentum 0.99) or ``adam`` (AdamW: learns faster in short schedules).
+    optimizer: str = "sgd"
     #: ``time.monotonic()`` value after which training stops at the end of the epoch; None = none.
     deadline: float | None = None
 
@@ -240,6 +243,18 @@ def _make_trainer(base: type) -> type:
             """Write nnU-Net's log file and send the line to ``logging`` instead of stdout."""
             super().print_to_log_file(*args, also_print_to_console=False, add_timestamp=add_timestamp)
             log.debug("nnunet: %s", " ".join(str(a) for a in args))
+
+        def configure_optimizers(self):  # noqa: ANN202
+            """nnU-Net's SGD, or AdamW with the same polynomial decay when the schedule asks for it."""
+            if self.schedule.optimizer != "adam":
+                return super().configure_optimizers()
+            import torch
+            from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
+
+            opt = torch.optim.AdamW(
+                self.network.parameters(), self.initial_lr, weight_decay=self.weight_decay
+            )
+            return opt, PolyLRScheduler(opt, self.initial_lr, self.num_epochs)
 
         def plot_network_architecture(self) -> None:
             """Skipped: needs hiddenlayer/graphviz and costs time."""
@@ -334,7 +349,9 @@ def train(
         return out
     latest = out / "checkpoint_latest.pth"
     plans["continue_training"] = latest.exists()
-    with nnunet_env(paths, n_proc_da=0), contextlib.redirect_stdout(_LogStream()):
+    with nnunet_env(paths, n_proc_da=0), contextlib.redirect_stdout(_LogStream()), warnings.catch_warnings():
+        # nnU-Net divides 0/0 for classes absent from a validation batch (its pseudo Dice is NaN then)
+        warnings.filterwarnings("ignore", "invalid value encountered", RuntimeWarning)
         trainer = cls(plans, TINY, fold, dataset_json, device=torch.device(device))
         trainer.apply_schedule(schedule)
         trainer.on_epoch = on_epoch

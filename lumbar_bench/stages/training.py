@@ -106,6 +106,7 @@ class Trainer:
                 self.cfg.iterations,
                 self.cfg.val_iterations,
                 initial_lr=self.cfg.lr,
+                optimizer=self.cfg.optimizer,
                 save_every=self.cfg.save_every,
                 deadline=self._deadline(remaining - i),
             )

@@ -51,11 +51,12 @@ def test_raw_then_qc_reuses_the_cached_stages(tiny_phantom, shared, caplog):
     assert 0 <= raw["dice_mean"] <= 1 and 0 <= raw["truth_dice_mean"] <= 1
     assert any(k.startswith("dice/sagittal_t2_stir/") for k in raw)
 
-    with caplog.at_level(logging.INFO, logger="lumbar_bench.stages.cache"):
+    with caplog.at_level(logging.INFO):
         qc = _run("nnunet-qc", tiny_phantom, shared).as_dict()
     assert qc["cache/vertebrae_hit"] == 1.0 and qc["cache/pseudo_masks_hit"] == 1.0
     assert "stage vertebrae: cache hit" in caplog.text and "stage pseudo_masks: cache hit" in caplog.text
-    assert "vertebrae: U-Net" not in caplog.text
+    assert "vertebrae: validation Dice" not in caplog.text  # the U-Net was not trained again
+    assert "pseudo-masks:" not in caplog.text  # nor the masks rebuilt
     assert qc["qc/n_dropped"] >= 0 and 0 < qc["rsna_score"] < 5
 
     info = tracking.get_run(shared["uri"], _run_id(shared, "nnunet-qc"))

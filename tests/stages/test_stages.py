@@ -112,3 +112,15 @@ def test_blend_keeps_rows_normalised():
     out = gr.blend_with_prior(probs, prior, 0.5)
     assert np.allclose(out.sum(1), 1) and out[0, 0] == pytest.approx(0.5 + 0.5 / 3)
     assert logging.getLogger("lumbar_bench").name
+
+
+def test_blend_is_calibrated_towards_the_prior_when_segmentation_misleads():
+    rng = np.random.default_rng(0)
+    codes = rng.integers(0, 3, size=(20, 25))
+    prior = np.full((25, 3), 1 / 3)
+    wrong = np.zeros((20, 25, 3))
+    wrong[np.arange(20)[:, None], np.arange(25)[None], (codes + 1) % 3] = 1.0  # always wrong
+    right = np.zeros((20, 25, 3))
+    right[np.arange(20)[:, None], np.arange(25)[None], codes] = 1.0
+    assert set(gr.calibrate_blend(wrong, codes, prior, 0.6).values()) == {0.0}
+    assert min(gr.calibrate_blend(right, codes, prior, 0.6).values()) >= 0.9
