@@ -43,8 +43,9 @@ class Budget:
 class Watchdog:
     """Calls ``on_expire`` and ends the process if not cancelled within ``seconds``."""
 
-    def __init__(self, seconds: float, on_expire: Callable[[], None],
-                 exit_fn: Callable[[int], None] = os._exit) -> None:
+    def __init__(
+        self, seconds: float, on_expire: Callable[[], None], exit_fn: Callable[[int], None] = os._exit
+    ) -> None:
         self.seconds = seconds
         self._on_expire = on_expire
         self._exit = exit_fn

@@ -28,9 +28,11 @@ def compute_metrics(labels: pd.DataFrame, predictions: pd.DataFrame) -> dict[str
     result = score(labels, predictions)
     codes = labels[list(LABEL_COLUMNS)].to_numpy(dtype=np.int64)
     probs = submission_matrix(labels, predictions)
-    metrics = {"rsna_score": result.score,
-               **{f"loss/{k}": v for k, v in result.as_dict().items() if k != "score"},
-               **classification_metrics(codes, probs)}
+    metrics = {
+        "rsna_score": result.score,
+        **{f"loss/{k}": v for k, v in result.as_dict().items() if k != "score"},
+        **classification_metrics(codes, probs),
+    }
     conditions = np.array([lab[:-6] for lab in LABEL_COLUMNS])
     for group, members in SCORE_GROUPS.items():
         cols = np.isin(conditions, members)
@@ -48,16 +50,20 @@ def reference_scores(data: RSNAData, train_ids: list[int], eval_ids: list[int]) 
     from lumbar_bench.approaches.prior import fit_prior, prior_submission
 
     labels = data.labels.loc[eval_ids]
-    out = {"reference/prior_score": score(labels, prior_submission(fit_prior(data.labels.loc[train_ids]),
-                                                                   eval_ids)).score}
+    out = {
+        "reference/prior_score": score(
+            labels, prior_submission(fit_prior(data.labels.loc[train_ids]), eval_ids)
+        ).score
+    }
     oracle = data.root / "truth" / "oracle_submission.csv"
     if oracle.exists():
         out["reference/oracle_score"] = score(labels, pd.read_csv(oracle, dtype={"row_id": str})).score
     return out
 
 
-def evaluate_and_log(labels: pd.DataFrame, predictions: pd.DataFrame, trun: TrackedRun, workdir: Path,
-                     title: str) -> dict[str, float]:
+def evaluate_and_log(
+    labels: pd.DataFrame, predictions: pd.DataFrame, trun: TrackedRun, workdir: Path, title: str
+) -> dict[str, float]:
     """Compute :func:`compute_metrics`, log them and their evidence, and return them."""
     out = workdir / "evaluation"
     out.mkdir(parents=True, exist_ok=True)
@@ -68,6 +74,7 @@ def evaluate_and_log(labels: pd.DataFrame, predictions: pd.DataFrame, trun: Trac
     trun.log_artifact(out / "labels.csv")
     codes = labels[list(LABEL_COLUMNS)].to_numpy(dtype=np.int64)
     matrix = severity_confusion(codes, submission_matrix(labels, predictions))
-    trun.log_figure(confusion_figure(matrix, f"{title}: score {metrics['rsna_score']:.3f}"),
-                    "confusion_matrix.png")
+    trun.log_figure(
+        confusion_figure(matrix, f"{title}: score {metrics['rsna_score']:.3f}"), "confusion_matrix.png"
+    )
     return metrics

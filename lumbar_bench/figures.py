@@ -23,8 +23,15 @@ def confusion_figure(matrix: np.ndarray, title: str) -> Figure:
     ax.imshow(frac, cmap="Blues", vmin=0, vmax=1)
     for i in range(3):
         for j in range(3):
-            ax.text(j, i, f"{matrix[i, j]}\n{frac[i, j]:.0%}", ha="center", va="center",
-                    color="white" if frac[i, j] > 0.5 else "black", fontsize=8)
+            ax.text(
+                j,
+                i,
+                f"{matrix[i, j]}\n{frac[i, j]:.0%}",
+                ha="center",
+                va="center",
+                color="white" if frac[i, j] > 0.5 else "black",
+                fontsize=8,
+            )
     ax.set_xticks(range(3), SEVERITIES, fontsize=8)
     ax.set_yticks(range(3), SEVERITIES, fontsize=8)
     ax.set_xlabel("predicted (arg-max)")
@@ -34,8 +41,14 @@ def confusion_figure(matrix: np.ndarray, title: str) -> Figure:
     return fig
 
 
-def leaderboard_figure(names: Sequence[str], means: Sequence[float], lows: Sequence[float],
-                       highs: Sequence[float], title: str, floor: float | None = None) -> Figure:
+def leaderboard_figure(
+    names: Sequence[str],
+    means: Sequence[float],
+    lows: Sequence[float],
+    highs: Sequence[float],
+    title: str,
+    floor: float | None = None,
+) -> Figure:
     """Horizontal bars of the score per approach with 95% CI whiskers (lower is better)."""
     fig = Figure(figsize=(6.5, 0.55 * len(names) + 1.4), dpi=110)
     ax = fig.add_subplot()

@@ -17,4 +17,6 @@ def progress_bar(items: Iterable[T], description: str, enabled: bool = True) -> 
     from rich.progress import track
 
     total = len(items) if isinstance(items, Sized) else None
-    yield from track(items, description=description, total=total, console=Console(stderr=True), transient=True)
+    yield from track(
+        items, description=description, total=total, console=Console(stderr=True), transient=True
+    )

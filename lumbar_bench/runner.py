@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import platform
 import random
+import sys
 import time
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -37,8 +38,18 @@ SUBSET_SIZES: dict[str, tuple[int | None, int | None]] = {
     "small": (160, 60),
     "full": (None, None),
 }
-_VERSIONED = ("torch", "torchvision", "numpy", "pandas", "pydicom", "scikit-learn", "mlflow",
-              "segmentation-models-pytorch", "nnunetv2", "SimpleITK")
+_VERSIONED = (
+    "torch",
+    "torchvision",
+    "numpy",
+    "pandas",
+    "pydicom",
+    "scikit-learn",
+    "mlflow",
+    "segmentation-models-pytorch",
+    "nnunetv2",
+    "SimpleITK",
+)
 
 
 @dataclass(frozen=True)
@@ -75,9 +86,15 @@ class RunResult:
 
     def as_dict(self) -> dict[str, Any]:
         """Flat JSON-able dict with ``rsna_score``, ``accuracy``, ``balanced_accuracy`` and the rest."""
-        return {"run_id": self.run_id, "approach": self.approach, "fold": self.fold,
-                "subset": self.subset, "config_hash": self.config_hash,
-                "split_digest": self.split_digest, **self.metrics}
+        return {
+            "run_id": self.run_id,
+            "approach": self.approach,
+            "fold": self.fold,
+            "subset": self.subset,
+            "config_hash": self.config_hash,
+            "split_digest": self.split_digest,
+            **self.metrics,
+        }
 
 
 def resolve_device(device: str) -> str:
@@ -109,9 +126,11 @@ def package_versions() -> dict[str, str]:
 
 
 def seed_everything(seed: int) -> None:
-    """Seed Python and numpy; approaches seed torch themselves (it may not be imported)."""
+    """Seed Python, numpy and, when an approach has imported it, torch (before the model is built)."""
     random.seed(seed)
     np.random.seed(seed)
+    if "torch" in sys.modules:
+        sys.modules["torch"].manual_seed(seed)
 
 
 def complete_submission(pred: pd.DataFrame, study_ids: list[int], approach: str) -> pd.DataFrame:
@@ -145,18 +164,33 @@ def run(request: RunRequest) -> RunResult:
     device = resolve_device(request.device)
     minutes, budget_device = spec.budgets.get(request.subset, (60.0, "cpu"))
     budget = Budget(request.budget_minutes or minutes, budget_device)
-    workdir = cache_dir / "runs" / (f"{request.approach}-{chash}-{split.digest[:8]}-f{request.fold}"
-                                    f"-{request.subset}-s{request.seed}")
+    workdir = (
+        cache_dir
+        / "runs"
+        / (f"{request.approach}-{chash}-{split.digest[:8]}-f{request.fold}-{request.subset}-s{request.seed}")
+    )
     workdir.mkdir(parents=True, exist_ok=True)
     tags = {
-        "approach": request.approach, "config_hash": chash, "split_digest": split.digest,
-        "data_digest": data.data_digest(), "fold": request.fold, "subset": request.subset,
-        "seed": request.seed, "device": device, "budget": budget.label(),
-        "budget_minutes": budget.minutes, "dataset": datasets.describe(data),
+        "approach": request.approach,
+        "config_hash": chash,
+        "split_digest": split.digest,
+        "data_digest": data.data_digest(),
+        "fold": request.fold,
+        "subset": request.subset,
+        "seed": request.seed,
+        "device": device,
+        "budget": budget.label(),
+        "budget_minutes": budget.minutes,
+        "dataset": datasets.describe(data),
     }
-    params = {**tags, **{f"config.{k}": v for k, v in config_dict(config).items()},
-              **{f"version.{k}": v for k, v in package_versions().items()},
-              "n_train_studies": len(train_ids), "n_eval_studies": len(eval_ids), "split_source": split_source}
+    params = {
+        **tags,
+        **{f"config.{k}": v for k, v in config_dict(config).items()},
+        **{f"version.{k}": v for k, v in package_versions().items()},
+        "n_train_studies": len(train_ids),
+        "n_eval_studies": len(eval_ids),
+        "split_source": split_source,
+    }
     run_name = f"{request.approach}-f{request.fold}-{request.subset}"
     with tracking.tracked_run(request.tracking_uri, request.experiment, run_name, tags) as trun:
         trun.log_params(params)
@@ -165,39 +199,74 @@ def run(request: RunRequest) -> RunResult:
             trun.set_tags({"budget_exceeded": "true"})
             trun.fail("budget", TimeoutError(f"hard limit {budget.hard_seconds:.0f} s exceeded"))
 
-        with Watchdog(budget.hard_seconds, on_hard_limit), tracking.system_metrics(trun, request.system_metrics):
-            metrics = _fit_and_evaluate(cls, config, data, train_ids, eval_ids, request, device, budget,
-                                        workdir, cache_dir, trun)
-        trun.log_json({"approach": request.approach, "config_hash": chash, "config": config_dict(config)},
-                      "config.json")
-    return RunResult(trun.run_id, request.approach, request.fold, request.subset, chash, split.digest, metrics)
+        with (
+            Watchdog(budget.hard_seconds, on_hard_limit),
+            tracking.system_metrics(trun, request.system_metrics),
+        ):
+            metrics = _fit_and_evaluate(
+                cls, config, data, train_ids, eval_ids, request, device, budget, workdir, cache_dir, trun
+            )
+        trun.log_json(
+            {"approach": request.approach, "config_hash": chash, "config": config_dict(config)}, "config.json"
+        )
+    return RunResult(
+        trun.run_id, request.approach, request.fold, request.subset, chash, split.digest, metrics
+    )
 
 
-def _fit_and_evaluate(cls: type[Approach], config: Any, data: Any, train_ids: list[int], eval_ids: list[int],
-                      request: RunRequest, device: str, budget: Budget, workdir: Path, cache_dir: Path,
-                      trun: tracking.TrackedRun) -> dict[str, float]:
+def _fit_and_evaluate(
+    cls: type[Approach],
+    config: Any,
+    data: Any,
+    train_ids: list[int],
+    eval_ids: list[int],
+    request: RunRequest,
+    device: str,
+    budget: Budget,
+    workdir: Path,
+    cache_dir: Path,
+    trun: tracking.TrackedRun,
+) -> dict[str, float]:
     """Fit on ``train_ids``, predict ``eval_ids``, then score and log; returns the metrics."""
     from lumbar_bench import evaluation
 
     seed_everything(request.seed)
     t0 = time.monotonic()
-    ctx = RunContext(workdir=workdir, cache_dir=cache_dir, device=device, seed=request.seed,
-                     subset=request.subset, deadline=t0 + budget.soft_seconds, progress=request.progress,
-                     log_metric=trun.log_metric, log_artifact=trun.log_artifact,
-                     nested_run=lambda name: tracking.tracked_run(trun.uri, request.experiment, name, parent=trun))
+    ctx = RunContext(
+        workdir=workdir,
+        cache_dir=cache_dir,
+        device=device,
+        seed=request.seed,
+        subset=request.subset,
+        deadline=t0 + budget.soft_seconds,
+        progress=request.progress,
+        log_metric=trun.log_metric,
+        log_artifact=trun.log_artifact,
+        nested_run=lambda name: tracking.tracked_run(trun.uri, request.experiment, name, parent=trun),
+    )
     approach = cls(config)
     approach.fit(data, train_ids, ctx)
     train_s = time.monotonic() - t0
     raw = approach.predict(data, eval_ids, ctx)
     predictions = complete_submission(raw, eval_ids, request.approach)
     total_s = time.monotonic() - t0
-    metrics = evaluation.evaluate_and_log(data.labels.loc[eval_ids], predictions, trun, workdir,
-                                          title=f"{request.approach} fold {request.fold} ({request.subset})")
+    metrics = evaluation.evaluate_and_log(
+        data.labels.loc[eval_ids],
+        predictions,
+        trun,
+        workdir,
+        title=f"{request.approach} fold {request.fold} ({request.subset})",
+    )
     metrics.update(ctx.extra_metrics)
     metrics.update(evaluation.reference_scores(data, train_ids, eval_ids))
-    metrics.update({"runtime/train_s": train_s, "runtime/total_s": total_s,
-                    "runtime/predict_s": total_s - train_s,
-                    **{f"runtime/{k}_s": v for k, v in ctx.stage_seconds.items()}})
+    metrics.update(
+        {
+            "runtime/train_s": train_s,
+            "runtime/total_s": total_s,
+            "runtime/predict_s": total_s - train_s,
+            **{f"runtime/{k}_s": v for k, v in ctx.stage_seconds.items()},
+        }
+    )
     if ctx.time_to_best_s is not None:
         metrics["runtime/time_to_best_s"] = ctx.time_to_best_s
     metrics.update(_gpu_metrics(device, total_s))
@@ -220,9 +289,15 @@ def _gpu_metrics(device: str, total_s: float) -> dict[str, float]:
     return {"runtime/gpu_s": total_s, "gpu/peak_memory_gb": torch.cuda.max_memory_allocated() / 2**30}
 
 
-def predict_from_run(run_id: str, out: Path, data_dir: Path | None = None, cache_dir: Path | None = None,
-                     tracking_uri: str = tracking.DEFAULT_TRACKING_URI, device: str = "auto",
-                     progress: bool = True) -> pd.DataFrame:
+def predict_from_run(
+    run_id: str,
+    out: Path,
+    data_dir: Path | None = None,
+    cache_dir: Path | None = None,
+    tracking_uri: str = tracking.DEFAULT_TRACKING_URI,
+    device: str = "auto",
+    progress: bool = True,
+) -> pd.DataFrame:
     """Load the model saved by run ``run_id`` and write a complete Kaggle submission for the test part."""
     import json
     import tempfile
@@ -236,13 +311,19 @@ def predict_from_run(run_id: str, out: Path, data_dir: Path | None = None, cache
         raise ConfigError(f"run {run_id} has no 'approach' tag; was it made by lumbar-bench run?")
     cls = get_approach(name)
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = json.loads(tracking.download_artifacts(tracking_uri, run_id, "config.json", Path(tmp)).read_text())
+        cfg = json.loads(
+            tracking.download_artifacts(tracking_uri, run_id, "config.json", Path(tmp)).read_text()
+        )
         model_dir = tracking.download_artifacts(tracking_uri, run_id, "model", Path(tmp))
         approach = cls.load(model_dir, config_from_dict(cls.Config, cfg["config"]))
     data = datasets.load_data(data_dir, cache_dir, progress=progress, part="test")
     ids = list(data.study_ids)
-    ctx = RunContext(workdir=cache_dir / "predict" / run_id, cache_dir=cache_dir, device=resolve_device(device),
-                     progress=progress)
+    ctx = RunContext(
+        workdir=cache_dir / "predict" / run_id,
+        cache_dir=cache_dir,
+        device=resolve_device(device),
+        progress=progress,
+    )
     ctx.workdir.mkdir(parents=True, exist_ok=True)
     submission = complete_submission(approach.predict(data, ids, ctx), ids, name)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -55,8 +55,12 @@ class Split:
 
 def _digest(folds: int, seed: int, assignment: dict[int, int]) -> str:
     payload = json.dumps(
-        {"version": SPLIT_VERSION, "folds": folds, "seed": seed,
-         "assignment": {str(k): v for k, v in sorted(assignment.items())}},
+        {
+            "version": SPLIT_VERSION,
+            "folds": folds,
+            "seed": seed,
+            "assignment": {str(k): v for k, v in sorted(assignment.items())},
+        },
         sort_keys=True,
     )
     return hashlib.sha256(payload.encode()).hexdigest()
@@ -137,11 +141,15 @@ def load_split(path: Path) -> Split:
     except (ValueError, KeyError, TypeError) as exc:
         raise SplitError(f"{path}: not a lumbar-bench split file ({exc!r})") from None
     if split.digest != stored:
-        raise SplitError(f"{path}: digest mismatch (file says {stored[:12]}, content is {split.digest[:12]}); "
-                         "splits are frozen, make a new one with `lumbar-bench splits`")
+        raise SplitError(
+            f"{path}: digest mismatch (file says {stored[:12]}, content is {split.digest[:12]}); "
+            "splits are frozen, make a new one with `lumbar-bench splits`"
+        )
     folds = set(split.assignment.values())
     if folds != set(range(split.folds)):
-        raise SplitError(f"{path}: folds {sorted(folds)} do not match 0..{split.folds - 1} (empty or extra fold)")
+        raise SplitError(
+            f"{path}: folds {sorted(folds)} do not match 0..{split.folds - 1} (empty or extra fold)"
+        )
     return split
 
 
@@ -158,5 +166,7 @@ def check_covers(split: Split, study_ids: list[int], path: Path | str = "split")
     """Raise SplitError if labelled studies of the data are missing from the split."""
     missing = sorted(set(study_ids) - set(split.assignment))
     if missing:
-        raise SplitError(f"{path}: {len(missing)} labelled studies are not in the split (e.g. {missing[0]}); "
-                         "was it made for other data?")
+        raise SplitError(
+            f"{path}: {len(missing)} labelled studies are not in the split (e.g. {missing[0]}); "
+            "was it made for other data?"
+        )

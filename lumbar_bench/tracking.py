@@ -30,6 +30,17 @@ def _client(uri: str) -> Any:
     return MlflowClient(tracking_uri=uri)
 
 
+def artifact_location(uri: str) -> str | None:
+    """For a SQLite store, ``mlartifacts/`` beside the database file; else the server's default.
+
+    Without it MLflow puts artifacts in ``./mlruns`` of whatever directory a run starts in, so
+    two stores (a test's and the user's) would share one artifact folder.
+    """
+    if not uri.startswith("sqlite:///"):
+        return None
+    return (Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlartifacts").as_uri()
+
+
 def experiment_id(uri: str, name: str) -> str:
     """Id of experiment ``name`` in ``uri``, creating it (and the store) when needed."""
     client = _client(uri)
@@ -37,7 +48,7 @@ def experiment_id(uri: str, name: str) -> str:
     if exp is not None:
         return exp.experiment_id
     try:
-        return client.create_experiment(name)
+        return client.create_experiment(name, artifact_location=artifact_location(uri))
     except Exception:  # noqa: BLE001 - another process may have created it meanwhile
         exp = client.get_experiment_by_name(name)
         if exp is None:
@@ -125,7 +136,10 @@ class TrackedRun:
 
 @contextmanager
 def tracked_run(
-    uri: str, experiment: str, run_name: str, tags: dict[str, Any] | None = None,
+    uri: str,
+    experiment: str,
+    run_name: str,
+    tags: dict[str, Any] | None = None,
     parent: TrackedRun | None = None,
 ) -> Iterator[TrackedRun]:
     """Start a run; it ends FINISHED, or FAILED (with the reason) if the block raises."""
@@ -133,8 +147,9 @@ def tracked_run(
         run = parent.child(run_name, tags)
     else:
         exp_id = experiment_id(uri, experiment)
-        created = _client(uri).create_run(exp_id, run_name=run_name,
-                                          tags={k: str(v) for k, v in (tags or {}).items()})
+        created = _client(uri).create_run(
+            exp_id, run_name=run_name, tags={k: str(v) for k, v in (tags or {}).items()}
+        )
         run = TrackedRun(uri, created.info.run_id)
     try:
         yield run
@@ -170,8 +185,9 @@ def search_runs(uri: str, experiment: str, filter_string: str = "") -> list[Any]
     runs: list[Any] = []
     token = None
     while True:
-        page = client.search_runs([exp.experiment_id], filter_string=filter_string,
-                                  max_results=1000, page_token=token)
+        page = client.search_runs(
+            [exp.experiment_id], filter_string=filter_string, max_results=1000, page_token=token
+        )
         runs.extend(page)
         token = page.token
         if not token:
@@ -195,8 +211,10 @@ def set_tags(uri: str, run_id: str, tags: dict[str, Any]) -> None:
 
 
 def local_artifact(uri: str, run_id: str, path: str, dst: Path) -> Path:
-    """Local path of artifact ``path`` of ``run_id``: read in place from a local artifact store
-    (no copy, no progress bar), else downloaded into ``dst``."""
+    """Local path of artifact ``path`` of ``run_id``.
+
+    A local artifact store is read in place (no copy, no progress bar); others download into ``dst``.
+    """
     from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
     from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
 

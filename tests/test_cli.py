@@ -55,15 +55,39 @@ def test_help_shows_examples(command, capsys):
 
 
 def test_unknown_approach_is_a_one_line_error(capsys, tmp_path):
-    code = main(["run", "--approach", "resnet-18", "--cache-dir", str(tmp_path),
-                 "--tracking-uri", f"sqlite:///{tmp_path}/m.db"])
+    code = main(
+        [
+            "run",
+            "--approach",
+            "resnet-18",
+            "--cache-dir",
+            str(tmp_path),
+            "--tracking-uri",
+            f"sqlite:///{tmp_path}/m.db",
+        ]
+    )
     assert code == 2
     assert "did you mean resnet18" in capsys.readouterr().err
 
 
 def test_run_json_prints_one_object(tiny_phantom, tmp_path, capsys):
-    code = main(["--no-progress", "run", "--approach", "prior", "--data", str(tiny_phantom), "--subset", "ci",
-                 "--cache-dir", str(tmp_path / "c"), "--tracking-uri", f"sqlite:///{tmp_path}/m.db", "--json"])
+    code = main(
+        [
+            "--no-progress",
+            "run",
+            "--approach",
+            "prior",
+            "--data",
+            str(tiny_phantom),
+            "--subset",
+            "ci",
+            "--cache-dir",
+            str(tmp_path / "c"),
+            "--tracking-uri",
+            f"sqlite:///{tmp_path}/m.db",
+            "--json",
+        ]
+    )
     assert code == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["approach"] == "prior" and out["fold"] == 0 and out["rsna_score"] > 0

@@ -2,7 +2,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from lumbar_bench.config import apply_overrides, config_from_dict, config_dict, config_hash
+from lumbar_bench.config import apply_overrides, config_dict, config_from_dict, config_hash
 from lumbar_bench.errors import ConfigError
 
 
@@ -17,14 +17,22 @@ class Demo:
 
 
 def test_overrides_are_typed():
-    cfg = apply_overrides(Demo(), ["epochs=7", "lr=0.5", "augment=false", "weights=/w.pt", "sizes=4,5",
-                                   "limit=none"])
+    cfg = apply_overrides(
+        Demo(), ["epochs=7", "lr=0.5", "augment=false", "weights=/w.pt", "sizes=4,5", "limit=none"]
+    )
     assert cfg == Demo(epochs=7, lr=0.5, augment=False, weights="/w.pt", sizes=(4, 5), limit=None)
     assert apply_overrides(Demo(), ["limit=3"]).limit == 3
 
 
-@pytest.mark.parametrize(("item", "message"), [("nope=1", "unknown key"), ("epochs", "key=value"),
-                                                ("epochs=x", "expected int"), ("augment=maybe", "boolean")])
+@pytest.mark.parametrize(
+    ("item", "message"),
+    [
+        ("nope=1", "unknown key"),
+        ("epochs", "key=value"),
+        ("epochs=x", "expected int"),
+        ("augment=maybe", "boolean"),
+    ],
+)
 def test_bad_overrides(item, message):
     with pytest.raises(ConfigError, match=message):
         apply_overrides(Demo(), [item])

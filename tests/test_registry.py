@@ -10,7 +10,11 @@ from lumbar_bench.errors import ConfigError
 def test_builtin_approaches_are_listed():
     names = [s.name for s in registry.list_approaches()]
     assert {"prior", "resnet18", "nnunet-raw", "nnunet-qc", "nnunet-refined"} <= set(names)
-    assert [s.name for s in registry.list_approaches("nnunet*")] == ["nnunet-qc", "nnunet-raw", "nnunet-refined"]
+    assert [s.name for s in registry.list_approaches("nnunet*")] == [
+        "nnunet-qc",
+        "nnunet-raw",
+        "nnunet-refined",
+    ]
 
 
 def test_duplicate_registration_raises():
@@ -37,7 +41,9 @@ def test_every_spec_has_a_description_and_ci_budget():
 
 
 def test_listing_imports_neither_torch_nor_nnunet():
-    code = ("import sys; from lumbar_bench.cli import main; main(['list']);"
-            "heavy = [m for m in ('torch', 'nnunetv2', 'mlflow', 'pydicom') if m in sys.modules];"
-            "assert not heavy, heavy")
+    code = (
+        "import sys; from lumbar_bench.cli import main; main(['list']);"
+        "heavy = [m for m in ('torch', 'nnunetv2', 'mlflow', 'pydicom') if m in sys.modules];"
+        "assert not heavy, heavy"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)

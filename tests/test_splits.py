@@ -13,7 +13,9 @@ from lumbar_bench.splits import check_covers, load_split, make_split, save_split
 def labels() -> pd.DataFrame:
     rng = np.random.default_rng(1)
     codes = rng.choice([0, 1, 2], size=(60, 25), p=[0.8, 0.15, 0.05])
-    return pd.DataFrame(codes, index=pd.Index(range(1000, 1060), name="study_id"), columns=list(LABEL_COLUMNS))
+    return pd.DataFrame(
+        codes, index=pd.Index(range(1000, 1060), name="study_id"), columns=list(LABEL_COLUMNS)
+    )
 
 
 def test_deterministic_and_seed_dependent(labels):
@@ -59,7 +61,7 @@ def test_leakage_check_catches_a_study_in_two_folds(labels, tmp_path):
     # duplicate the first assignment with another fold: JSON parsers would silently keep the last
     first_line = next(line for line in text.splitlines() if line.strip().startswith('"1'))
     study, fold = first_line.strip().rstrip(",").split(":")
-    dup = f'  {study}: {(int(fold) + 1) % 4},\n'
+    dup = f"  {study}: {(int(fold) + 1) % 4},\n"
     path.write_text(text.replace('"assignment": {\n', '"assignment": {\n' + dup, 1))
     with pytest.raises(SplitError, match="leakage"):
         load_split(path)

@@ -27,8 +27,10 @@ def test_exception_marks_run_failed_with_reason(tracking_uri):
 
 
 def test_nested_runs_carry_parent_id(tracking_uri):
-    with tracking.tracked_run(tracking_uri, "exp", "parent") as parent, \
-            tracking.tracked_run(tracking_uri, "exp", "child", parent=parent) as child:
+    with (
+        tracking.tracked_run(tracking_uri, "exp", "parent") as parent,
+        tracking.tracked_run(tracking_uri, "exp", "child", parent=parent) as child,
+    ):
         child.log_metric("x", 1.0)
     info = tracking.get_run(tracking_uri, child.run_id)
     assert info.data.tags["mlflow.parentRunId"] == parent.run_id

@@ -10,7 +10,6 @@ annotated lesions. Stages are cached (see :mod:`lumbar_bench.stages.pipeline`).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import shutil
@@ -70,6 +69,7 @@ class NnUNetConfig:
     #: Fit the blend weight per score group on the held-out training studies (else ``blend`` as is).
     calibrate: bool = True
     min_mass: float = 2.0
+    #: Fraction of the budget left at the start of fit kept for evaluation, calibration and prediction.
     predict_reserve: float = 0.15
     overlays: int = 4
     #: torch threads while fitting and predicting (0 = leave as is; 1 avoids oversubscribing a shared CPU).
@@ -390,5 +390,4 @@ __all__ = [
     "NnUNetQCApproach",
     "NnUNetRawApproach",
     "NnUNetRefinedApproach",
-    "dataclasses",
 ]

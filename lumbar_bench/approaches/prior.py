@@ -67,8 +67,10 @@ class PriorApproach(Approach):
 
     def save(self, directory: Path) -> None:
         """Write the (25, 3) table as JSON."""
-        table = {lab: dict(zip(PROB_COLUMNS, map(float, p), strict=True))
-                 for lab, p in zip(LABEL_COLUMNS, self.probs, strict=True)}
+        table = {
+            lab: dict(zip(PROB_COLUMNS, map(float, p), strict=True))
+            for lab, p in zip(LABEL_COLUMNS, self.probs, strict=True)
+        }
         (directory / "prior.json").write_text(json.dumps(table, indent=1))
 
     @classmethod

@@ -44,11 +44,11 @@ class ResNet18Config:
 
     image_size: int = 128
     slices_per_series: int = 5
-    epochs: int = 15
+    epochs: int = 12
     batch_size: int = 16
     lr: float = 1e-3
     weight_decay: float = 1e-4
-    patience: int = 5
+    patience: int = 4
     val_fraction: float = 0.15
     augment: bool = True
     label_smoothing: float = 0.0
@@ -68,7 +68,10 @@ class ResNet18Config:
 
 
 def build_model(in_channels: int, weights: str = "") -> nn.Module:
-    """ResNet-18 with ``in_channels`` inputs and 25 x 3 outputs; random init unless ``weights`` names a file."""
+    """ResNet-18 with ``in_channels`` inputs and 25 x 3 outputs.
+
+    Random init, unless ``weights`` names a local state-dict file (torchvision or timm layout).
+    """
     from torchvision.models import resnet18
 
     model = resnet18(weights=None, num_classes=N_LABELS * 3)
@@ -81,7 +84,9 @@ def build_model(in_channels: int, weights: str = "") -> nn.Module:
         state = state.get("state_dict", state)
         conv = state.get("conv1.weight")
         if conv is not None and conv.shape[1] != in_channels:  # timm-style: mean over RGB, repeated
-            state["conv1.weight"] = conv.mean(dim=1, keepdim=True).repeat(1, in_channels, 1, 1) * 3 / in_channels
+            state["conv1.weight"] = (
+                conv.mean(dim=1, keepdim=True).repeat(1, in_channels, 1, 1) * 3 / in_channels
+            )
         state = {k: v for k, v in state.items() if not k.startswith("fc.")}
         missing, unexpected = model.load_state_dict(state, strict=False)
         log.info("loaded %s (missing %d, unexpected %d keys)", path, len(missing), len(unexpected))
@@ -104,7 +109,7 @@ def study_tensor(data: RSNAData, study_id: int, cfg: ResNet18Config) -> np.ndarr
                 pixels = pixels[np.argsort(vol.positions[:, 0], kind="stable")]
             idx = np.round(np.linspace(0.2, 0.8, k) * (len(pixels) - 1)).astype(int)
             picked = torch.from_numpy(np.ascontiguousarray(pixels[idx], dtype=np.float32))[None]
-            out[i * k:(i + 1) * k] = F.interpolate(picked, size=(size, size), mode="area")[0].numpy()
+            out[i * k : (i + 1) * k] = F.interpolate(picked, size=(size, size), mode="area")[0].numpy()
     return out
 
 
@@ -122,7 +127,9 @@ def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     scale = 1 + (torch.rand(n, generator=gen) - 0.5) * 0.2
     shift = (torch.rand(n, 2, generator=gen) - 0.5) * 0.16
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+    theta = torch.stack(
+        [torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1
+    )
     grid = F.affine_grid(theta.to(x), list(x.shape), align_corners=False)
     x = F.grid_sample(x, grid, align_corners=False, padding_mode="zeros")
     gain = 1 + (torch.rand(n, 1, 1, 1, generator=gen) - 0.5) * 0.3
@@ -149,8 +156,10 @@ class ResNet18Approach(Approach):
         self.temperature = 1.0
 
     def _inputs(self, data: RSNAData, study_ids: Sequence[int], ctx: RunContext, what: str) -> torch.Tensor:
-        arrays = [study_tensor(data, s, self.config)
-                  for s in progress_bar(study_ids, f"resnet18: {what} inputs", ctx.progress)]
+        arrays = [
+            study_tensor(data, s, self.config)
+            for s in progress_bar(study_ids, f"resnet18: {what} inputs", ctx.progress)
+        ]
         return torch.from_numpy(np.stack(arrays)) if arrays else torch.zeros(0)
 
     def fit(self, data: RSNAData, study_ids: Sequence[int], ctx: RunContext) -> None:
@@ -169,8 +178,11 @@ class ResNet18Approach(Approach):
         ckpt_path = ctx.workdir / "checkpoint_latest.pt"
         state = self._resume(ckpt_path, opt, sched)
         gen = torch.Generator().manual_seed(ctx.seed + state["epoch"])
-        loss_fn = nn.CrossEntropyLoss(weight=torch.tensor(SEVERITY_WEIGHTS, device=device), ignore_index=-1,
-                                      label_smoothing=cfg.label_smoothing)
+        loss_fn = nn.CrossEntropyLoss(
+            weight=torch.tensor(SEVERITY_WEIGHTS, device=device),
+            ignore_index=-1,
+            label_smoothing=cfg.label_smoothing,
+        )
         t0 = time.monotonic() - state["elapsed"]
         for epoch in range(state["epoch"], cfg.epochs):
             if ctx.over_budget():
@@ -181,15 +193,32 @@ class ResNet18Approach(Approach):
             val_score, temperature = self._validate(x_val, y_val, device)
             ctx.log_metric("train/loss", train_loss, epoch)
             ctx.log_metric("val/rsna_score", val_score, epoch)
-            log.info("resnet18 epoch %d: loss %.4f val score %.4f (T=%.2f)", epoch, train_loss, val_score,
-                     temperature)
+            log.info(
+                "resnet18 epoch %d: loss %.4f val score %.4f (T=%.2f)",
+                epoch,
+                train_loss,
+                val_score,
+                temperature,
+            )
             if val_score < state["best"]:
-                state.update(best=val_score, best_epoch=epoch, time_to_best=time.monotonic() - t0,
-                             temperature=temperature,
-                             best_state={k: v.detach().cpu().clone() for k, v in model.state_dict().items()})
+                state.update(
+                    best=val_score,
+                    best_epoch=epoch,
+                    time_to_best=time.monotonic() - t0,
+                    temperature=temperature,
+                    best_state={k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+                )
             state.update(epoch=epoch + 1, elapsed=time.monotonic() - t0)
-            _atomic_save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-                          "hash": config_hash(self.name, cfg), **{k: v for k, v in state.items()}}, ckpt_path)
+            _atomic_save(
+                {
+                    "model": model.state_dict(),
+                    "opt": opt.state_dict(),
+                    "sched": sched.state_dict(),
+                    "hash": config_hash(self.name, cfg),
+                    **{k: v for k, v in state.items()},
+                },
+                ckpt_path,
+            )
             if epoch - state["best_epoch"] >= cfg.patience:
                 log.info("resnet18: early stop at epoch %d (best %d)", epoch, state["best_epoch"])
                 break
@@ -197,8 +226,13 @@ class ResNet18Approach(Approach):
             model.load_state_dict(state["best_state"])
             self.temperature = state["temperature"]
         ctx.time_to_best_s = state["time_to_best"]
-        ctx.extra_metrics.update({"val/best_rsna_score": state["best"], "best_epoch": float(state["best_epoch"]),
-                                  "val/temperature": self.temperature})
+        ctx.extra_metrics.update(
+            {
+                "val/best_rsna_score": state["best"],
+                "best_epoch": float(state["best_epoch"]),
+                "val/temperature": self.temperature,
+            }
+        )
 
     def _validate(self, x_val: torch.Tensor, y_val: np.ndarray, device: torch.device) -> tuple[float, float]:
         """Official score on the inner validation part, after temperature calibration if enabled."""
@@ -207,8 +241,15 @@ class ResNet18Approach(Approach):
         return score_arrays(y_val, torch.softmax(logits / temperature, -1).numpy()).score, temperature
 
     def _resume(self, path: Path, opt: torch.optim.Optimizer, sched: object) -> dict:
-        fresh = {"epoch": 0, "best": float("inf"), "best_epoch": -1, "best_state": None,
-                 "time_to_best": None, "elapsed": 0.0, "temperature": 1.0}
+        fresh = {
+            "epoch": 0,
+            "best": float("inf"),
+            "best_epoch": -1,
+            "best_state": None,
+            "time_to_best": None,
+            "elapsed": 0.0,
+            "temperature": 1.0,
+        }
         if not path.exists():
             return fresh
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
@@ -221,13 +262,21 @@ class ResNet18Approach(Approach):
         log.info("resnet18: resuming at epoch %d from %s", ckpt["epoch"], path)
         return {k: ckpt[k] for k in fresh}
 
-    def _train_epoch(self, model: nn.Module, opt: torch.optim.Optimizer, loss_fn: nn.Module,
-                     x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, device: torch.device) -> float:
+    def _train_epoch(
+        self,
+        model: nn.Module,
+        opt: torch.optim.Optimizer,
+        loss_fn: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        gen: torch.Generator,
+        device: torch.device,
+    ) -> float:
         model.train()
         order = torch.randperm(len(x), generator=gen)
         total, seen = 0.0, 0
         for i in range(0, len(x), self.config.batch_size):
-            idx = order[i:i + self.config.batch_size]
+            idx = order[i : i + self.config.batch_size]
             xb = x[idx].to(device, torch.float32)
             if self.config.augment:
                 xb = _augment(xb, gen)
@@ -244,8 +293,10 @@ class ResNet18Approach(Approach):
     @torch.no_grad()
     def _logits(self, x: torch.Tensor, device: torch.device) -> torch.Tensor:
         model = self.model.to(device).eval()
-        out = [model(x[i:i + 64].to(device, torch.float32)).view(-1, N_LABELS, 3).cpu()
-               for i in range(0, len(x), 64)]
+        out = [
+            model(x[i : i + 64].to(device, torch.float32)).view(-1, N_LABELS, 3).cpu()
+            for i in range(0, len(x), 64)
+        ]
         return torch.cat(out).double() if out else torch.zeros((0, N_LABELS, 3), dtype=torch.float64)
 
     def _probs(self, x: torch.Tensor, device: torch.device) -> np.ndarray:
@@ -260,7 +311,9 @@ class ResNet18Approach(Approach):
 
     def save(self, directory: Path) -> None:
         """Write the best weights and the calibration temperature (``model.pt``)."""
-        torch.save({"state_dict": self.model.state_dict(), "temperature": self.temperature}, directory / "model.pt")
+        torch.save(
+            {"state_dict": self.model.state_dict(), "temperature": self.temperature}, directory / "model.pt"
+        )
 
     @classmethod
     def load(cls, directory: Path, config: ResNet18Config) -> ResNet18Approach:

@@ -54,7 +54,9 @@ def submission_matrix(labels: pd.DataFrame, submission: pd.DataFrame) -> np.ndar
     bad = numeric.isna()
     if bad.to_numpy().any():
         rid, col = _first(bad)
-        raise SubmissionError(f"submission: row {rid!r} column {col!r} is not numeric: {values.at[rid, col]!r}")
+        raise SubmissionError(
+            f"submission: row {rid!r} column {col!r} is not numeric: {values.at[rid, col]!r}"
+        )
     arr = numeric.to_numpy(dtype=np.float64)
     if not np.isfinite(arr).all():
         rid, col = _first(pd.DataFrame(~np.isfinite(arr), index=numeric.index, columns=numeric.columns))
@@ -95,8 +97,12 @@ def score_arrays(codes: np.ndarray, probs: np.ndarray) -> ScoreResult:
         probs[:, conditions == "spinal_canal_stenosis", 2],
         weights[:, conditions == "spinal_canal_stenosis"],
     )
-    total = (parts["spinal"] + parts["foraminal"] + parts["subarticular"]
-             + ANY_SEVERE_SCALAR * parts["any_severe_spinal"]) / 4
+    total = (
+        parts["spinal"]
+        + parts["foraminal"]
+        + parts["subarticular"]
+        + ANY_SEVERE_SCALAR * parts["any_severe_spinal"]
+    ) / 4
     return ScoreResult(score=float(total), **parts)
 
 

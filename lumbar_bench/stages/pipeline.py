@@ -63,8 +63,12 @@ def vertebra_stage(
 ) -> tuple[StageResult, dict[str, float]]:
     """Train (or reuse) the vertebra U-Net; returns the stage and its validation Dice metrics."""
     root = spider_root(data, spider)
-    payload = {"version": STAGE_VERSIONS["vertebrae"], "config": dataclasses.asdict(cfg),
-               "spider": spider_digest(root), "seed": seed}
+    payload = {
+        "version": STAGE_VERSIONS["vertebrae"],
+        "config": dataclasses.asdict(cfg),
+        "spider": spider_digest(root),
+        "seed": seed,
+    }
 
     def build(out: Path) -> None:
         train_vertebra_model(root, cfg, out, device, seed, progress, deadline)

@@ -26,9 +26,18 @@ def _params():
 
 @pytest.mark.parametrize("name", list(_params()))
 def test_ci_run_logs_a_reproducible_score(name, tiny_phantom, tmp_path, tracking_uri):
-    result = run(RunRequest(approach=name, data_dir=tiny_phantom, subset="ci", device="cpu",
-                            tracking_uri=tracking_uri, experiment="smoke", cache_dir=tmp_path / "cache",
-                            progress=False))
+    result = run(
+        RunRequest(
+            approach=name,
+            data_dir=tiny_phantom,
+            subset="ci",
+            device="cpu",
+            tracking_uri=tracking_uri,
+            experiment="smoke",
+            cache_dir=tmp_path / "cache",
+            progress=False,
+        )
+    )
     out = result.as_dict()
     for key in ("run_id", "approach", "fold", "rsna_score", "accuracy", "balanced_accuracy"):
         assert key in out
@@ -40,21 +49,38 @@ def test_ci_run_logs_a_reproducible_score(name, tiny_phantom, tmp_path, tracking
         assert info.data.tags[tag], tag
     assert "version.torch" in info.data.params
     assert info.data.metrics["rsna_score"] == pytest.approx(out["rsna_score"])
-    for metric in ("loss/spinal", "loss/foraminal", "loss/subarticular", "loss/any_severe_spinal",
-                   "runtime/train_s", "runtime/total_s"):
+    for metric in (
+        "loss/spinal",
+        "loss/foraminal",
+        "loss/subarticular",
+        "loss/any_severe_spinal",
+        "runtime/train_s",
+        "runtime/total_s",
+    ):
         assert metric in info.data.metrics, metric
 
     # the logged score is recomputable from the logged artifacts, through the CLI
     art = tmp_path / "art"
     labels = tracking.download_artifacts(tracking_uri, result.run_id, "labels.csv", art)
     preds = tracking.download_artifacts(tracking_uri, result.run_id, "predictions.csv", art)
-    cli = subprocess.run([sys.executable, "-m", "lumbar_bench.cli", "score", str(labels), str(preds), "--json"],
-                         capture_output=True, text=True, check=True)
+    cli = subprocess.run(
+        [sys.executable, "-m", "lumbar_bench.cli", "score", str(labels), str(preds), "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert json.loads(cli.stdout)["score"] == pytest.approx(out["rsna_score"], rel=1e-12)
 
     # the saved model predicts a complete submission for the test part
-    sub = predict_from_run(result.run_id, tmp_path / "submission.csv", tiny_phantom, tmp_path / "cache",
-                           tracking_uri, "cpu", progress=False)
+    sub = predict_from_run(
+        result.run_id,
+        tmp_path / "submission.csv",
+        tiny_phantom,
+        tmp_path / "cache",
+        tracking_uri,
+        "cpu",
+        progress=False,
+    )
     test_studies = pd.read_csv(tiny_phantom / "test_series_descriptions.csv").study_id.nunique()
     assert len(sub) == 25 * test_studies
     assert set(sub.row_id.str.split("_", n=1).str[1]) == set(LABEL_COLUMNS)
@@ -69,9 +95,18 @@ def test_a_crash_marks_the_run_failed(tiny_phantom, tmp_path, tracking_uri, monk
 
     monkeypatch.setattr(prior.PriorApproach, "fit", boom)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        run(RunRequest(approach="prior", data_dir=tiny_phantom, subset="ci", device="cpu",
-                       tracking_uri=tracking_uri, experiment="crash", cache_dir=tmp_path / "cache",
-                       progress=False))
+        run(
+            RunRequest(
+                approach="prior",
+                data_dir=tiny_phantom,
+                subset="ci",
+                device="cpu",
+                tracking_uri=tracking_uri,
+                experiment="crash",
+                cache_dir=tmp_path / "cache",
+                progress=False,
+            )
+        )
     runs = tracking.search_runs(tracking_uri, "crash")
     assert [r.info.status for r in runs] == ["FAILED"]
     assert runs[0].data.tags["failure_reason"] == "RuntimeError"

@@ -9,8 +9,15 @@ from lumbar_bench.stages import pipeline as pl
 from lumbar_bench.stages.pseudo_masks import MaskConfig
 from lumbar_bench.stages.vertebrae import VertebraConfig
 
-VCFG = VertebraConfig(size=64, encoder="resnet18", encoder_depth=3, decoder_channels=(32, 16, 8), epochs=10,
-                      lr=3e-3, slices_per_case=6)
+VCFG = VertebraConfig(
+    size=64,
+    encoder="resnet18",
+    encoder_depth=3,
+    decoder_channels=(32, 16, 8),
+    epochs=10,
+    lr=3e-3,
+    slices_per_case=6,
+)
 MCFG = MaskConfig(size=64)
 
 
