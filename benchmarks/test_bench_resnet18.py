@@ -30,10 +30,9 @@ _RESULTS: dict[str, float] = {}
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """A small phantom, its cache warmed, the ci config, and the stacked inputs and labels."""
-    from lumbar_bench.data.phantom.synth import PhantomConfig, synthesize
-
     from lumbar_bench.approaches.resnet18 import ResNet18Config, study_tensor
     from lumbar_bench.constants import LABEL_COLUMNS
+    from lumbar_bench.data.phantom.synth import PhantomConfig, synthesize
     from lumbar_bench.data.rsna import RSNAData
 
     root = tmp_path_factory.mktemp("bench_resnet18")

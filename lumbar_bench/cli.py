@@ -419,8 +419,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    if args.verbose < 2:  # MLflow announces its own schema migrations at INFO
-        logging.getLogger("mlflow").setLevel(logging.WARNING)
     try:
         return _HANDLERS[args.command](args)
     except LumbarBenchError as exc:

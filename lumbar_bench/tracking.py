@@ -27,6 +27,8 @@ _MAX_PARAM_LEN = 500
 def _client(uri: str) -> Any:
     from mlflow import MlflowClient
 
+    # MLflow configures its loggers on import; its schema-migration chatter is not the user's business.
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
     return MlflowClient(tracking_uri=uri)
 
 
