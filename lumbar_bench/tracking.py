@@ -170,7 +170,9 @@ def system_metrics(run: TrackedRun, enabled: bool) -> Iterator[None]:
         return
     from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
-    monitor = SystemMetricsMonitor(run.run_id, sampling_interval=2.0, samples_before_logging=1)
+    monitor = SystemMetricsMonitor(
+        run.run_id, sampling_interval=2.0, samples_before_logging=1, tracking_uri=run.uri
+    )
     monitor.start()
     try:
         yield
