@@ -21,7 +21,3 @@ class SubmissionError(LumbarBenchError):
 
 class SplitError(LumbarBenchError):
     """A split file that is malformed, tampered with or does not fit the data."""
-
-
-class BudgetExceeded(LumbarBenchError):
-    """A run went past its hard compute budget."""

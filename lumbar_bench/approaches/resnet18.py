@@ -28,6 +28,7 @@ from torch import nn
 from lumbar_bench.approaches.base import Approach, RunContext
 from lumbar_bench.config import config_hash
 from lumbar_bench.constants import LABEL_COLUMNS, PROB_COLUMNS, SERIES_TYPES, SEVERITY_WEIGHTS, row_id
+from lumbar_bench.data.dicom import sagittal_side
 from lumbar_bench.data.rsna import RSNAData
 from lumbar_bench.errors import DataError
 from lumbar_bench.metrics.score import score_arrays
@@ -106,7 +107,7 @@ def study_tensor(data: RSNAData, study_id: int, cfg: ResNet18Config) -> np.ndarr
                 continue
             pixels = vol.pixels
             if desc.startswith("Sagittal"):
-                pixels = pixels[np.argsort(vol.positions[:, 0], kind="stable")]
+                pixels = pixels[np.argsort(sagittal_side(vol), kind="stable")]  # right to left
             idx = np.round(np.linspace(0.2, 0.8, k) * (len(pixels) - 1)).astype(int)
             picked = torch.from_numpy(np.ascontiguousarray(pixels[idx], dtype=np.float32))[None]
             out[i * k : (i + 1) * k] = F.interpolate(picked, size=(size, size), mode="area")[0].numpy()
