@@ -16,8 +16,6 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lumbar_bench.errors import DataError
-
 if TYPE_CHECKING:
     from lumbar_bench.data.rsna import RSNAData
     from lumbar_bench.splits import Split
@@ -70,8 +68,6 @@ def load_data(data_dir: Path | None, cache_dir: Path, progress: bool = True, par
     from lumbar_bench.data.rsna import RSNAData
 
     root = Path(data_dir) if data_dir is not None else ensure_phantom(cache_dir, progress)
-    if not root.is_dir():
-        raise DataError(f"{root}: data directory not found")
     return RSNAData.load(root, part=part, cache_dir=cache_dir / "series")
 
 
