@@ -7,7 +7,7 @@ import json
 import logging
 from collections.abc import Callable
 
-from lumbar_bench.errors import LumbarBenchError
+from lumbar_bench.errors import LumbarBenchError, SubmissionError
 
 log = logging.getLogger("lumbar_bench")
 
@@ -86,9 +86,14 @@ def _score(args: argparse.Namespace) -> int:
 
     try:
         submission = pd.read_csv(args.submission, dtype={"row_id": str})
+    except pd.errors.EmptyDataError:
+        raise LumbarBenchError(f"{args.submission}: empty file, not a submission") from None
     except (OSError, pd.errors.ParserError) as exc:
         raise LumbarBenchError(f"{args.submission}: cannot read submission ({exc})") from None
-    result = score(read_labels(args.labels), submission)
+    try:
+        result = score(read_labels(args.labels), submission)
+    except SubmissionError as exc:
+        raise SubmissionError(f"{args.submission}: {exc}") from None
     if args.json:
         print(json.dumps(result.as_dict()))
     else:

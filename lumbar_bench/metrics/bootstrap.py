@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from lumbar_bench.constants import LABEL_COLUMNS, SCORE_GROUPS, SEVERITY_WEIGHTS
-from lumbar_bench.metrics.score import PART_NAMES, score_arrays
+from lumbar_bench.metrics.score import ANY_SEVERE_SCALAR, PART_NAMES, score_arrays
 
 _SPINAL = np.array([lab.startswith("spinal_canal_stenosis") for lab in LABEL_COLUMNS])
 
@@ -79,8 +79,15 @@ def fold_mean_scores(ev: Evidence, weights: np.ndarray) -> np.ndarray:
         cols = ev.folds == fold
         with np.errstate(invalid="ignore", divide="ignore"):
             parts = (weights[:, cols] @ ev.num[cols]) / (weights[:, cols] @ ev.den[cols])
-        scores.append(parts.mean(axis=1))
+        scores.append(_combine(parts))
     return np.mean(scores, axis=0)
+
+
+def _combine(parts: np.ndarray) -> np.ndarray:
+    """Score of each row of parts ``(B, 4)``, as :func:`combine_parts`: a part with no weight is left out."""
+    scale = np.where(np.array(PART_NAMES) == "any_severe_spinal", ANY_SEVERE_SCALAR, 1.0)
+    with np.errstate(invalid="ignore"):
+        return np.nanmean(parts * scale, axis=1) if np.isnan(parts).any() else (parts * scale).mean(axis=1)
 
 
 def resample_weights(folds: np.ndarray, n_boot: int, seed: int) -> np.ndarray:

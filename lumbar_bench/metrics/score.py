@@ -7,13 +7,17 @@ neither in the same way, so this module does not delegate to it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+import math
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from lumbar_bench.constants import LABEL_COLUMNS, PROB_COLUMNS, SCORE_GROUPS, SEVERITY_WEIGHTS, row_id
 from lumbar_bench.errors import SubmissionError
+
+log = logging.getLogger(__name__)
 
 EPS = 1e-15
 ANY_SEVERE_SCALAR = 1.0
@@ -22,13 +26,17 @@ PART_NAMES: tuple[str, ...] = ("spinal", "foraminal", "subarticular", "any_sever
 
 @dataclass(frozen=True)
 class ScoreResult:
-    """The score and its four parts (each a weighted log loss; lower is better)."""
+    """The score and its four parts (each a weighted log loss; lower is better).
+
+    A part with no labelled row is NaN and left out of the mean; ``skipped`` names it.
+    """
 
     score: float
     spinal: float
     foraminal: float
     subarticular: float
     any_severe_spinal: float
+    skipped: tuple[str, ...] = field(default=())
 
     def as_dict(self) -> dict[str, float]:
         """``{"score": ..., "spinal": ..., ...}`` in a fixed order."""
@@ -44,7 +52,12 @@ def submission_matrix(labels: pd.DataFrame, submission: pd.DataFrame) -> np.ndar
     missing_cols = [c for c in ("row_id", *PROB_COLUMNS) if c not in submission.columns]
     if missing_cols:
         raise SubmissionError(f"submission: missing column(s) {', '.join(missing_cols)}")
-    sub = submission.drop_duplicates("row_id", keep="first").set_index("row_id")
+    if submission.empty:
+        raise SubmissionError("submission: no rows")
+    dup = submission["row_id"][submission["row_id"].duplicated()]
+    if len(dup):
+        raise SubmissionError(f"submission: {dup.nunique()} row_id(s) appear more than once, e.g. {dup.iloc[0]!r}")
+    sub = submission.set_index("row_id")
     wanted = [row_id(s, lab) for s in labels.index for lab in LABEL_COLUMNS]
     absent = pd.Index(wanted).difference(sub.index)
     if len(absent):
@@ -97,21 +110,37 @@ def score_arrays(codes: np.ndarray, probs: np.ndarray) -> ScoreResult:
         probs[:, conditions == "spinal_canal_stenosis", 2],
         weights[:, conditions == "spinal_canal_stenosis"],
     )
-    total = (
-        parts["spinal"]
-        + parts["foraminal"]
-        + parts["subarticular"]
-        + ANY_SEVERE_SCALAR * parts["any_severe_spinal"]
-    ) / 4
-    return ScoreResult(score=float(total), **parts)
+    return ScoreResult(score=combine_parts(parts), skipped=_empty(parts), **parts)
+
+
+def _empty(parts: dict[str, float]) -> tuple[str, ...]:
+    return tuple(p for p in PART_NAMES if math.isnan(parts[p]))
+
+
+def combine_parts(parts: dict[str, float]) -> float:
+    """Mean of the four parts (``any_severe_spinal`` times :data:`ANY_SEVERE_SCALAR`).
+
+    A part with no labelled row (NaN, possible on small subsets) is left out of the mean
+    (:func:`score` names it in a warning), as the competition's scorer drops unlabelled
+    rows; with no part left the score is NaN.
+    """
+    skipped = _empty(parts)
+    scale = {"any_severe_spinal": ANY_SEVERE_SCALAR}
+    kept = [scale.get(p, 1.0) * parts[p] for p in PART_NAMES if p not in skipped]
+    return float(sum(kept) / len(kept)) if kept else float("nan")
 
 
 def _any_severe_spinal(codes: np.ndarray, severe: np.ndarray, weights: np.ndarray) -> float:
-    """Binary weighted log loss of 'any spinal level is Severe', one term per study."""
-    scored = (codes >= 0).any(axis=1)
+    """Binary weighted log loss of 'any spinal level is Severe', one term per study.
+
+    Only labelled levels count: the prediction is the max raw ``severe`` over them, the
+    target and weight come from them, and a study with no labelled spinal level is left out.
+    """
+    labelled = codes >= 0
+    scored = labelled.any(axis=1)
     target = (codes == 2).any(axis=1)[scored].astype(float)
     w = weights.max(axis=1)[scored]
-    p = np.clip(severe.max(axis=1)[scored], EPS, 1 - EPS)
+    p = np.clip(np.where(labelled, severe, -np.inf).max(axis=1)[scored], EPS, 1 - EPS)
     if w.sum() == 0:
         return float("nan")
     losses = -(target * np.log(p) + (1 - target) * np.log(1 - p))
@@ -126,4 +155,7 @@ def score(labels: pd.DataFrame, submission: pd.DataFrame) -> ScoreResult:
     """
     probs = submission_matrix(labels, submission)
     codes = labels[list(LABEL_COLUMNS)].to_numpy(dtype=np.int64)
-    return score_arrays(codes, probs)
+    result = score_arrays(codes, probs)
+    if result.skipped:
+        log.warning("score: no labelled rows for %s; left out of the mean", ", ".join(result.skipped))
+    return result

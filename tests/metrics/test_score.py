@@ -106,7 +106,7 @@ def test_matches_independent_sklearn_pipeline_on_random_data():
     sp = codes[:, :5]
     has = (sp >= 0).any(1)
     target = (sp == 2).any(1)[has].astype(int)
-    pred = np.clip(probs[:, :5, 2].max(1)[has], EPS, 1 - EPS)
+    pred = np.clip(np.where(sp >= 0, probs[:, :5, 2], 0).max(1)[has], EPS, 1 - EPS)
     w = np.where(sp >= 0, weights[np.clip(sp, 0, 2)], 0).max(1)[has]
     expected_any = log_loss(target, pred, sample_weight=w, labels=[0, 1])
     assert result.any_severe_spinal == pytest.approx(expected_any, rel=1e-9)
@@ -127,3 +127,85 @@ def test_missing_column_is_refused():
     sub = submission([1], np.full((25, 3), 1 / 3)).drop(columns="severe")
     with pytest.raises(SubmissionError, match="severe"):
         score(labels_frame({1: [0] * 25}), sub)
+
+
+def _spinal(level: str) -> int:
+    return LABEL_COLUMNS.index(f"spinal_canal_stenosis_{level}")
+
+
+def test_any_severe_ignores_a_blank_spinal_level_hand_computed():
+    codes = [0] * 25
+    codes[_spinal("l5_s1")] = -1
+    probs = np.tile([0.9, 0.05, 0.05], (25, 1))
+    probs[_spinal("l5_s1")] = [0.05, 0.05, 0.9]  # a confident Severe on the unlabelled level
+    result = score(labels_frame({1: codes}), submission([1], probs))
+    # only the four labelled levels: max severe 0.05, target 0, weight 1
+    assert result.any_severe_spinal == pytest.approx(-math.log(0.95))
+    # the blank row is not scored in the spinal group either
+    assert result.spinal == pytest.approx(-math.log(0.9))
+
+
+def test_any_severe_target_and_weight_come_from_labelled_levels_only():
+    codes = [0] * 25
+    codes[_spinal("l1_l2")] = 1  # Moderate: weight 2
+    codes[_spinal("l4_l5")] = -1
+    probs = np.tile([0.7, 0.2, 0.1], (25, 1))
+    probs[_spinal("l4_l5")] = [0.0, 0.0, 1.0]
+    a = labels_frame({1: codes})
+    result = score(a, submission([1], probs))
+    assert result.any_severe_spinal == pytest.approx(-math.log(0.9))  # weight 2 / 2 cancels
+    # a study with no labelled spinal level is left out of that part
+    blank = [0] * 25
+    for level in ("l1_l2", "l2_l3", "l3_l4", "l4_l5", "l5_s1"):
+        blank[_spinal(level)] = -1
+    probs2 = np.tile([0.7, 0.2, 0.1], (50, 1))
+    probs2[25 + _spinal("l1_l2")] = [0.0, 0.0, 1.0]
+    both = score(labels_frame({1: codes, 2: blank}), submission([1, 2], probs2))
+    assert both.any_severe_spinal == pytest.approx(result.any_severe_spinal)
+
+
+def test_a_group_with_no_labelled_rows_is_left_out_and_named(caplog):
+    codes = [0] * 25
+    for level in ("l1_l2", "l2_l3", "l3_l4", "l4_l5", "l5_s1"):
+        codes[_spinal(level)] = -1
+    probs = np.tile([0.8, 0.1, 0.1], (25, 1))
+    with caplog.at_level("WARNING"):
+        result = score(labels_frame({1: codes}), submission([1], probs))
+    assert math.isnan(result.spinal) and math.isnan(result.any_severe_spinal)
+    assert result.skipped == ("spinal", "any_severe_spinal")
+    assert result.score == pytest.approx(-math.log(0.8))  # mean of foraminal and subarticular
+    assert "spinal, any_severe_spinal" in caplog.text
+
+
+def test_duplicated_row_id_is_refused():
+    sub = submission([1], np.full((25, 3), 1 / 3))
+    sub = pd.concat([sub, sub.iloc[[4]]], ignore_index=True)
+    with pytest.raises(SubmissionError, match="more than once.*spinal_canal_stenosis_l5_s1"):
+        score(labels_frame({1: [0] * 25}), sub)
+
+
+@pytest.mark.parametrize("content", ["", "row_id,normal_mild,moderate,severe\n"])
+def test_cli_refuses_an_empty_submission_in_one_line(tmp_path, capsys, content):
+    from lumbar_bench.cli import main
+
+    labels = tmp_path / "labels.csv"
+    labels_frame({1: [0] * 25}).replace({0: "Normal/Mild"}).to_csv(labels)
+    empty = tmp_path / "sub.csv"
+    empty.write_text(content)
+    assert main(["score", str(labels), str(empty)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and str(empty) in err
+    assert ("empty file" in err) or ("no rows" in err)
+
+
+def test_cli_refuses_a_duplicated_row_id(tmp_path, capsys):
+    from lumbar_bench.cli import main
+
+    labels = tmp_path / "labels.csv"
+    labels_frame({1: [0] * 25}).replace({0: "Normal/Mild"}).to_csv(labels)
+    sub = submission([1], np.full((25, 3), 1 / 3))
+    path = tmp_path / "sub.csv"
+    pd.concat([sub, sub.iloc[[0]]]).to_csv(path, index=False)
+    assert main(["score", str(labels), str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "more than once" in err and str(path) in err
