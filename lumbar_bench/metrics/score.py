@@ -56,7 +56,9 @@ def submission_matrix(labels: pd.DataFrame, submission: pd.DataFrame) -> np.ndar
         raise SubmissionError("submission: no rows")
     dup = submission["row_id"][submission["row_id"].duplicated()]
     if len(dup):
-        raise SubmissionError(f"submission: {dup.nunique()} row_id(s) appear more than once, e.g. {dup.iloc[0]!r}")
+        raise SubmissionError(
+            f"submission: {dup.nunique()} row_id(s) appear more than once, e.g. {dup.iloc[0]!r}"
+        )
     sub = submission.set_index("row_id")
     wanted = [row_id(s, lab) for s in labels.index for lab in LABEL_COLUMNS]
     absent = pd.Index(wanted).difference(sub.index)
