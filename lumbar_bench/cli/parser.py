@@ -140,6 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--budget-minutes", type=float, default=None, help="override the approach's compute budget"
     )
     p.add_argument("--system-metrics", action="store_true", help="log CPU/memory/GPU usage to MLflow")
+    p.add_argument(
+        "--threads", type=int, default=0, help="torch CPU threads (default: 0, torch's own choice)"
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object with the results")
     _tracking(p)
 
@@ -168,6 +171,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default=None, metavar="DIGEST", help="split digest (or its prefix) to rank")
     p.add_argument("--subset", choices=("ci", "small", "full"), default=None, help="subset to rank")
     p.add_argument("--format", choices=("table", "markdown", "csv"), default="table")
+    p.add_argument(
+        "--wide",
+        action="store_true",
+        help="table: every column (score parts, accuracies, Dice, seed sd, grading blend), not 120 wide",
+    )
     p.add_argument("--out", type=Path, default=None, help="write the chosen format here instead of stdout")
     p.add_argument(
         "--results-dir",
@@ -184,7 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
         "CI regression gate: run baselined approaches on --subset ci, fail on regression",
         "  lumbar-bench check baselines/ci.json\n"
         "  lumbar-bench check baselines/ci.json --approach prior --from-runs\n"
-        "  lumbar-bench check baselines/ci.json --update   # remake the baseline from fresh runs",
+        "  lumbar-bench check baselines/ci.json --approach resnet18 --set lr=0   # must FAIL\n"
+        "  lumbar-bench check baselines/ci.json --update   # remake the baseline from measurement runs",
     )
     p.add_argument("baseline", type=Path, help="baseline JSON (made by --update)")
     p.add_argument("--tracking-uri", default="sqlite:///mlflow.db", help="MLflow store (default %(default)s)")
@@ -204,6 +213,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="write the baseline from fresh runs (every registered approach that runs)",
     )
-    p.add_argument("--seeds", type=int, default=2, help="with --update: seeds to measure spread (default: 2)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config field of every approach run (e.g. break one on purpose: lr=0)",
+    )
     p.add_argument("--json", action="store_true", help="print the verdicts as JSON")
     return parser
