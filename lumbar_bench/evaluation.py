@@ -45,9 +45,14 @@ def compute_metrics(labels: pd.DataFrame, predictions: pd.DataFrame) -> dict[str
 def reference_scores(data: RSNAData, train_ids: list[int], eval_ids: list[int]) -> dict[str, float]:
     """Scores of the training prior and, on the phantom, of the oracle, on the same held-out studies.
 
-    They put a run's ``rsna_score`` in context: the number to beat and the floor no approach can pass.
+    They put a run's ``rsna_score`` in context. ``reference/prior_score`` is the number to beat.
+    On the phantom, ``reference/bayes_floor`` is the Bayes floor: the expected score of the
+    Bayes-optimal oracle under the label noise, given the true grades in ``truth/``. The
+    ``reference/oracle_score`` is that oracle's realised score on these noisy labels; being
+    one draw of the noise, a run can land slightly below it by chance.
     """
     from lumbar_bench.approaches.prior import fit_prior, prior_submission
+    from lumbar_bench.data.phantom.floor import phantom_floor
 
     labels = data.labels.loc[eval_ids]
     out = {
@@ -58,6 +63,8 @@ def reference_scores(data: RSNAData, train_ids: list[int], eval_ids: list[int]) 
     oracle = data.root / "truth" / "oracle_submission.csv"
     if oracle.exists():
         out["reference/oracle_score"] = score(labels, pd.read_csv(oracle, dtype={"row_id": str})).score
+    if (bayes := phantom_floor(data.root, labels)) is not None:
+        out["reference/bayes_floor"] = bayes
     return out
 
 

@@ -72,7 +72,7 @@ for _spec in (
     ApproachSpec(
         "prior",
         "lumbar_bench.approaches.prior:PriorApproach",
-        "Training-fold class frequencies per condition and level (the floor every model must beat).",
+        "Training-fold class frequencies per condition and level (the baseline every model must beat).",
         {"ci": (1.0, "cpu"), "small": (2.0, "cpu"), "full": (5.0, "cpu")},
     ),
     ApproachSpec(

@@ -1,6 +1,6 @@
 """``prior``: class frequencies of the training folds, per condition and level.
 
-The floor every model must beat. It is also the fallback other approaches use where
+The baseline every model must beat. It is also the fallback other approaches use where
 they find nothing to look at (:func:`fit_prior`, :func:`prior_submission`).
 """
 

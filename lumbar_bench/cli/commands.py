@@ -128,7 +128,14 @@ def _run(args: argparse.Namespace) -> int:
         print(json.dumps(result.as_dict()))
     else:
         m = result.metrics
-        floor = f"  oracle floor {m['reference/oracle_score']:.4f}" if "reference/oracle_score" in m else ""
+        floor = "".join(
+            f"  {name} {m[key]:.4f}"
+            for key, name in (
+                ("reference/bayes_floor", "Bayes floor"),
+                ("reference/oracle_score", "oracle (realised)"),
+            )
+            if key in m
+        )
         print(
             f"{result.approach} fold {result.fold} ({result.subset}): rsna_score {m['rsna_score']:.4f}  "
             f"(prior {m['reference/prior_score']:.4f}{floor}; lower is better)\n"

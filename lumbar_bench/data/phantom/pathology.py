@@ -5,7 +5,9 @@ public RSNA ``train.csv`` (see the project reference), through a Gaussian latent
 study-wide degeneration factor and a per-level factor, so disease clusters in a study and
 at a level while every label keeps its marginal prior. The same latent sets the continuous
 narrowing drawn in the images, so "how narrow" varies inside each grade. The observed label
-moves one grade with probability ``label_noise``; the oracle predicts ``P(observed | true)``.
+moves one grade with probability ``label_noise``, independently per label. The oracle is the
+Bayes-optimal prediction under the 1/2/4-weighted log loss, ``q_k ∝ w_k · P(observed = k | true)``
+(its expected score is the Bayes floor, ``floor.expected_floor``).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from statistics import NormalDist
 
 import numpy as np
 
-from lumbar_bench.constants import CONDITIONS, LABEL_COLUMNS, LEVELS, SCORE_GROUPS
+from lumbar_bench.constants import CONDITIONS, LABEL_COLUMNS, LEVELS, SCORE_GROUPS, SEVERITY_WEIGHTS
 
 #: P(Normal/Mild, Moderate, Severe) per score group, rows in ``LEVELS`` order (reference table).
 PRIOR: dict[str, tuple[tuple[float, float, float], ...]] = {
@@ -104,8 +106,13 @@ def observe(rng: np.random.Generator, codes: np.ndarray, label_noise: float) -> 
 
 
 def oracle(codes: np.ndarray, label_noise: float) -> np.ndarray:
-    """Oracle probabilities ``(..., 3)``: the noise model's distribution given the true codes."""
-    return noise_matrix(label_noise)[np.asarray(codes)]
+    """Bayes-optimal probabilities ``(..., 3)`` given the true codes: ``q_k ∝ w_k · P(obs = k | true)``.
+
+    With sample weights ``w = (1, 2, 4)`` from the observed grade, the expected weighted log
+    loss ``Σ_k w_k P_k (-log q_k)`` is minimised by this ``q``, not by ``P`` itself.
+    """
+    weighted = noise_matrix(label_noise) * np.asarray(SEVERITY_WEIGHTS, dtype=np.float64)
+    return (weighted / weighted.sum(axis=1, keepdims=True))[np.asarray(codes)]
 
 
 def blank_labels(rng: np.random.Generator) -> np.ndarray:

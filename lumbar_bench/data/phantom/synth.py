@@ -26,6 +26,7 @@ import pandas as pd
 
 from lumbar_bench.constants import LABEL_COLUMNS, PROB_COLUMNS, SEVERITIES, row_id
 from lumbar_bench.data.phantom import pathology
+from lumbar_bench.data.phantom.floor import expected_floor
 from lumbar_bench.data.phantom.spider import write_spider_case
 from lumbar_bench.data.phantom.study import HARD_KINDS, IRREGULAR_KINDS, StudyPlan, StudyResult, make_study
 from lumbar_bench.errors import ConfigError
@@ -70,7 +71,12 @@ class PhantomConfig:
 
 @dataclass(frozen=True)
 class PhantomSummary:
-    """What :func:`synthesize` wrote, and the oracle's score (the floor any approach can reach)."""
+    """What :func:`synthesize` wrote, with the Bayes floor and the oracle's realised score.
+
+    ``bayes_floor`` is the expected official score of the Bayes-optimal oracle under the label
+    noise (``floor.expected_floor``); ``oracle_score`` is its score on this draw of the noisy
+    labels, which can fall a little below the floor.
+    """
 
     out: Path
     train_studies: int
@@ -82,6 +88,7 @@ class PhantomSummary:
     irregular_studies: int
     label_counts: dict[str, int]
     oracle_score: float | None
+    bayes_floor: float
     seconds: float
 
     @property
@@ -112,7 +119,9 @@ class PhantomSummary:
             f"series {self.series}, DICOM files {self.images}, SPIDER volumes {self.spider_volumes}\n"
             f"  hard cases {self.hard_cases}, irregular studies {self.irregular_studies}\n"
             f"  labels: {counts}\n"
-            f"  oracle score {oracle} (the floor under the label noise)\n"
+            f"  Bayes floor {self.bayes_floor:.4f} (expected score of the Bayes-optimal oracle "
+            f"under the label noise)\n"
+            f"  oracle score {oracle} (realised, on these noisy labels)\n"
             f"  took {self.seconds:.1f} s"
         )
 
@@ -152,6 +161,7 @@ def synthesize(
     train, test = results[: config.studies], results[config.studies :]
     _write_tables(out, train, test, config.label_noise)
     oracle = _oracle_score(out)
+    bayes = _bayes_floor(train, config.label_noise)
     summary = PhantomSummary(
         out=out,
         train_studies=len(train),
@@ -163,10 +173,17 @@ def synthesize(
         irregular_studies=sum(bool(r.irregular) for r in train),
         label_counts=_label_counts(train),
         oracle_score=oracle,
+        bayes_floor=bayes,
         seconds=time.perf_counter() - start,
     )
-    _write_json(out, config, summary, oracle)
-    log.info("phantom: %d DICOM files in %.1f s, oracle score %s", summary.images, summary.seconds, oracle)
+    _write_json(out, config, summary)
+    log.info(
+        "phantom: %d DICOM files in %.1f s, Bayes floor %.4f, oracle score (realised) %s",
+        summary.images,
+        summary.seconds,
+        bayes,
+        oracle,
+    )
     return summary
 
 
@@ -321,6 +338,16 @@ def _oracle_score(out: Path) -> float | None:
     return float(score(codes.astype(np.int64), submission).score)
 
 
+def _bayes_floor(train: list[StudyResult], label_noise: float) -> float:
+    """Expected official score of the oracle on ``train`` given its truth and blanks (NaN if empty)."""
+    if not train:
+        return float("nan")
+    n = len(LABEL_COLUMNS)
+    truth = np.array([r.true_codes for r in train], dtype=np.int64).reshape(len(train), n)
+    labelled = np.array([r.observed for r in train], dtype=np.int64).reshape(len(train), n) >= 0
+    return expected_floor(truth, label_noise, labelled).score
+
+
 def _label_counts(train: list[StudyResult]) -> dict[str, int]:
     """Observed label counts by severity name (and blanks)."""
     codes = np.concatenate([r.observed for r in train]) if train else np.zeros(0, np.int64)
@@ -329,8 +356,8 @@ def _label_counts(train: list[StudyResult]) -> dict[str, int]:
     return counts
 
 
-def _write_json(out: Path, config: PhantomConfig, summary: PhantomSummary, oracle: float | None) -> None:
-    """``phantom.json``: generator version, config, sizes, noise and oracle score (no timings)."""
+def _write_json(out: Path, config: PhantomConfig, summary: PhantomSummary) -> None:
+    """``phantom.json``: version, config, sizes, noise, Bayes floor and oracle score (no timings)."""
     meta = {
         "generator": "lumbar_bench.data.phantom",
         "generator_version": GENERATOR_VERSION,
@@ -346,6 +373,7 @@ def _write_json(out: Path, config: PhantomConfig, summary: PhantomSummary, oracl
         "hard_cases": summary.hard_cases,
         "irregular_studies": summary.irregular_studies,
         "label_counts": summary.label_counts,
-        "oracle_score": oracle,
+        "bayes_floor": summary.bayes_floor,
+        "oracle_score": summary.oracle_score,
     }
     (out / "phantom.json").write_text(json.dumps(meta, indent=2) + "\n")
