@@ -33,8 +33,8 @@ from lumbar_bench.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-#: Bumped whenever the generated data changes for the same config.
-GENERATOR_VERSION = 1
+#: Bumped whenever the generated data changes for the same config (2: the Bayes-optimal oracle file).
+GENERATOR_VERSION = 2
 #: Study and series ids are drawn from this range (7-10 digits, like the real ids).
 ID_RANGE = (1_000_000, 4_300_000_000)
 #: Series ids reserved per study (three types plus a second axial).
