@@ -85,3 +85,37 @@ def evaluate_and_log(
         confusion_figure(matrix, f"{title}: score {metrics['rsna_score']:.3f}"), "confusion_matrix.png"
     )
     return metrics
+
+
+#: Largest difference from the training prior's probabilities that still counts as "the prior".
+COLLAPSE_TOL = 1e-6
+
+
+def collapsed_to_prior(
+    train_labels: pd.DataFrame,
+    eval_labels: pd.DataFrame,
+    predictions: pd.DataFrame,
+    tol: float = COLLAPSE_TOL,
+) -> bool:
+    """True when every held-out row of ``predictions`` is within ``tol`` of the training prior's.
+
+    The prior is ``prior_submission(fit_prior(train_labels), eval ids)``, the ``prior``
+    approach's own prediction; rows are compared after normalising each to sum to one, as
+    the score does. A learned approach for which this holds has learned nothing usable.
+    """
+    from lumbar_bench.approaches.prior import fit_prior, prior_submission
+
+    prior = prior_submission(fit_prior(train_labels), list(eval_labels.index))
+    got, want = submission_matrix(eval_labels, predictions), submission_matrix(eval_labels, prior)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        got = got / got.sum(axis=-1, keepdims=True)
+    return bool(np.all(np.abs(got - want) <= tol))
+
+
+def collapse_tags(
+    approach: str, train_labels: pd.DataFrame, eval_labels: pd.DataFrame, predictions: pd.DataFrame
+) -> dict[str, str]:
+    """``{"collapsed_to_prior": "true"|"false"}`` for a learned approach; nothing for ``prior`` itself."""
+    if approach == "prior":
+        return {}
+    return {"collapsed_to_prior": str(collapsed_to_prior(train_labels, eval_labels, predictions)).lower()}

@@ -47,17 +47,21 @@ def leaderboard_figure(
     lows: Sequence[float],
     highs: Sequence[float],
     title: str,
-    floor: float | None = None,
+    oracle: float | None = None,
 ) -> Figure:
-    """Horizontal bars of the score per approach with 95% CI whiskers (lower is better)."""
+    """Horizontal bars of the score per approach with 95% CI whiskers (lower is better).
+
+    ``oracle`` draws the Bayes-optimal prediction's realised score: the floor in
+    expectation, which a finite sample can beat by chance.
+    """
     fig = Figure(figsize=(6.5, 0.55 * len(names) + 1.4), dpi=110)
     ax = fig.add_subplot()
     y = np.arange(len(names))
     m = np.asarray(means, dtype=float)
     err = np.vstack([m - np.asarray(lows, dtype=float), np.asarray(highs, dtype=float) - m])
     ax.barh(y, m, xerr=np.nan_to_num(err), color="#4c72b0", alpha=0.85, capsize=4)
-    if floor is not None:
-        ax.axvline(floor, color="#c44e52", ls="--", lw=1, label=f"oracle floor {floor:.3f}")
+    if oracle is not None:
+        ax.axvline(oracle, color="#c44e52", ls="--", lw=1, label=f"oracle (Bayes) score {oracle:.3f}")
         ax.legend(fontsize=8, loc="lower right")
     ax.set_yticks(y, names)
     ax.invert_yaxis()

@@ -2,19 +2,23 @@
 
 Only FINISHED top-level runs made by ``lumbar-bench run`` that share a split digest,
 a subset and a data digest are ranked together; anything else is refused with the
-choices listed, never mixed. One row is one approach and config hash; where a fold
-was run more than once, the latest run counts and the board says so.
+choices listed, never mixed. One row is one approach and config hash, pooling every
+seed (the ``seed`` tag) over its folds; where a (fold, seed) was run more than once,
+the latest run counts and the board says so.
 
-Intervals and the paired comparison against ``resnet18`` come from the held-out
-``predictions.csv``/``labels.csv`` artifacts (see :mod:`lumbar_bench.metrics.bootstrap`),
-so a board can be recomputed from MLflow alone.
+A row's score is the mean over seeds of the mean over folds of the official score
+(:func:`balanced_mean`: each fold's mean over the seeds that ran it, then the mean
+over folds, which is the same number when every seed ran every fold). Intervals and
+the paired comparison against ``resnet18`` come from the held-out
+``predictions.csv``/``labels.csv`` artifacts by a two-level bootstrap, seeds then
+studies (see :mod:`lumbar_bench.metrics.bootstrap`), so a board can be recomputed
+from MLflow alone. Rendering lives in :mod:`lumbar_bench.board_render`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import io
 import logging
 import tempfile
 from dataclasses import dataclass
@@ -25,15 +29,43 @@ import numpy as np
 import pandas as pd
 
 from lumbar_bench import tracking
+from lumbar_bench.board_render import (
+    FORMATS,
+    figure,
+    header_lines,
+    oracle_score,
+    render,
+    to_frame,
+    to_markdown,
+    to_text_table,
+)
 from lumbar_bench.constants import LABEL_COLUMNS
 from lumbar_bench.errors import ConfigError, DataError
 from lumbar_bench.metrics.bootstrap import Evidence, Paired, bootstrap_ci, paired_bootstrap, study_parts
-from lumbar_bench.metrics.score import PART_NAMES, submission_matrix
+from lumbar_bench.metrics.score import submission_matrix
+
+__all__ = [
+    "BASELINE",
+    "FORMATS",
+    "BoardRequest",
+    "BoardRow",
+    "Leaderboard",
+    "build",
+    "figure",
+    "header_lines",
+    "oracle_score",
+    "publish",
+    "render",
+    "results_dir",
+    "to_frame",
+    "to_markdown",
+    "to_text_table",
+    "write",
+]
 
 log = logging.getLogger(__name__)
 
 BASELINE = "resnet18"
-FORMATS = ("table", "markdown", "csv")
 
 
 @dataclass(frozen=True)
@@ -51,7 +83,13 @@ class BoardRequest:
 
 @dataclass(frozen=True)
 class BoardRow:
-    """One approach and config hash on the board."""
+    """One approach and config hash on the board: its runs over folds and seeds.
+
+    ``folds`` and ``seeds`` are the distinct folds and seeds of its runs; ``seed_std`` is
+    the standard deviation (ddof=1) over seeds of each seed's fold-mean score, over the
+    seeds that ran every fold (NaN with fewer than two such seeds); ``collapsed`` counts
+    runs tagged ``collapsed_to_prior=true``.
+    """
 
     approach: str
     config_hash: str
@@ -64,11 +102,19 @@ class BoardRow:
     budget: str
     budget_exceeded: int
     paired: Paired | None = None
+    seeds: tuple[int, ...] = (0,)
+    seed_std: float = float("nan")
+    collapsed: int = 0
 
     @property
     def score(self) -> float:
-        """Mean official score over folds."""
+        """Mean over seeds of the mean official score over folds."""
         return self.metrics["rsna_score"]
+
+    @property
+    def n_seeds(self) -> int:
+        """How many distinct seeds the row pools."""
+        return len(self.seeds)
 
 
 @dataclass(frozen=True)
@@ -93,6 +139,14 @@ class Leaderboard:
 
 def _tag(run: Any, key: str, default: str = "") -> str:
     return run.data.tags.get(key, default)
+
+
+def _fold(run: Any) -> int:
+    return int(_tag(run, "fold", "0"))
+
+
+def _seed(run: Any) -> int:
+    return int(_tag(run, "seed", "0"))
 
 
 def comparable_key(run: Any) -> tuple[str, str, str]:
@@ -131,30 +185,41 @@ def select_comparable(runs: list[Any]) -> list[Any]:
     )
 
 
-def latest_per_fold(runs: list[Any]) -> tuple[list[Any], list[str]]:
-    """One run per (approach, config hash, fold): the latest; notes say what was dropped."""
-    by_key: dict[tuple[str, str, str], list[Any]] = {}
+def latest_per_fold_and_seed(runs: list[Any]) -> tuple[list[Any], list[str]]:
+    """One run per (approach, config hash, fold, seed): the latest; notes say what was dropped."""
+    by_key: dict[tuple[str, str, int, int], list[Any]] = {}
     for run in runs:
-        by_key.setdefault((_tag(run, "approach"), _tag(run, "config_hash"), _tag(run, "fold")), []).append(
-            run
-        )
+        key = (_tag(run, "approach"), _tag(run, "config_hash"), _fold(run), _seed(run))
+        by_key.setdefault(key, []).append(run)
     kept, notes = [], []
-    for (approach, chash, fold), group in sorted(by_key.items()):
+    for (approach, chash, fold, seed), group in sorted(by_key.items()):
         group.sort(key=lambda r: r.info.start_time, reverse=True)
         kept.append(group[0])
         if len(group) > 1:
             notes.append(
-                f"{approach} {chash} fold {fold}: {len(group)} finished runs, "
+                f"{approach} {chash} fold {fold} seed {seed}: {len(group)} finished runs, "
                 f"took the latest ({group[0].info.run_id[:8]})"
             )
     return kept, notes
 
 
+def seed_gaps(approach: str, chash: str, runs: list[Any]) -> list[str]:
+    """Notes naming each fold that lacks a seed the row ran elsewhere (e.g. ``fold 0 lacks seed 2``)."""
+    seeds = {_seed(r) for r in runs}
+    notes = []
+    for fold in sorted({_fold(r) for r in runs}):
+        lacking = sorted(seeds - {_seed(r) for r in runs if _fold(r) == fold})
+        if lacking:
+            word = "seed" if len(lacking) == 1 else "seeds"
+            notes.append(f"{approach} {chash}: fold {fold} lacks {word} {', '.join(map(str, lacking))}")
+    return notes
+
+
 def load_evidence(uri: str, runs: list[Any]) -> Evidence:
-    """Pool the held-out ``labels.csv``/``predictions.csv`` of ``runs`` (one per fold)."""
+    """Pool the held-out ``labels.csv``/``predictions.csv`` of ``runs`` (one per fold and seed)."""
     from lumbar_bench.data.labels import read_labels
 
-    ids, folds, nums, dens = [], [], [], []
+    ids, folds, seeds, nums, dens = [], [], [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         for run in runs:
             dst = Path(tmp) / run.info.run_id
@@ -169,24 +234,59 @@ def load_evidence(uri: str, runs: list[Any]) -> Evidence:
             codes = labels[list(LABEL_COLUMNS)].to_numpy(dtype=np.int64)
             num, den = study_parts(codes, submission_matrix(labels, preds))
             ids.append(np.asarray(labels.index, dtype=np.int64))
-            folds.append(np.full(len(labels), int(_tag(run, "fold", "0"))))
+            folds.append(np.full(len(labels), _fold(run)))
+            seeds.append(np.full(len(labels), _seed(run)))
             nums.append(num)
             dens.append(den)
-    return Evidence(np.concatenate(ids), np.concatenate(folds), np.vstack(nums), np.vstack(dens))
+    cat = np.concatenate
+    return Evidence(cat(ids), cat(folds), np.vstack(nums), np.vstack(dens), cat(seeds))
+
+
+def balanced_mean(frame: pd.DataFrame) -> pd.Series:
+    """Mean over folds of each fold's mean over seeds, per numeric column (``fold`` column required)."""
+    return frame.groupby("fold").mean(numeric_only=True).mean()
+
+
+def seed_std(frame: pd.DataFrame, column: str = "rsna_score") -> float:
+    """Std (ddof=1) over seeds of each seed's fold-mean ``column``, over seeds that ran every fold.
+
+    NaN with fewer than two such seeds (one seed measures no seed-to-seed spread).
+    """
+    n_folds = frame["fold"].nunique()
+    per_seed = frame.groupby("seed").agg(n=("fold", "nunique"), value=(column, "mean"))
+    complete = per_seed.loc[per_seed["n"] == n_folds, "value"]
+    return float(complete.std(ddof=1)) if len(complete) > 1 else float("nan")
 
 
 def _row(approach: str, chash: str, runs: list[Any], ev: Evidence | None, request: BoardRequest) -> BoardRow:
-    """Aggregate one approach/config's runs (one per fold)."""
-    runs = sorted(runs, key=lambda r: int(_tag(r, "fold", "0")))
+    """Aggregate one approach/config's runs (one per fold and seed)."""
+    runs = sorted(runs, key=lambda r: (_fold(r), _seed(r)))
     frame = pd.DataFrame([r.data.metrics for r in runs])
-    metrics = {k: float(v) for k, v in frame.mean(numeric_only=True).items() if np.isfinite(v)}
-    metrics["rsna_score_std"] = float(frame["rsna_score"].std(ddof=1)) if len(runs) > 1 else 0.0
+    frame["fold"], frame["seed"] = [_fold(r) for r in runs], [_seed(r) for r in runs]
+    means = balanced_mean(frame).drop(["seed"])
+    metrics = {k: float(v) for k, v in means.items() if np.isfinite(v)}
+    fold_scores = frame.groupby("fold")["rsna_score"].mean()
+    metrics["rsna_score_std"] = float(fold_scores.std(ddof=1)) if len(fold_scores) > 1 else 0.0
     low, high = bootstrap_ci(ev, request.n_boot, request.seed) if ev is not None else (np.nan, np.nan)
-    folds, run_ids = tuple(int(_tag(r, "fold", "0")) for r in runs), tuple(r.info.run_id for r in runs)
+    folds, seeds = tuple(sorted(set(frame["fold"]))), tuple(sorted(set(frame["seed"])))
     exceeded = sum(_tag(r, "budget_exceeded") == "true" for r in runs)
-    n_studies = 0 if ev is None else len(ev.study_ids)
-    budget = _tag(runs[0], "budget", "?")
-    return BoardRow(approach, chash, folds, run_ids, metrics, low, high, n_studies, budget, exceeded)
+    collapsed = sum(_tag(r, "collapsed_to_prior") == "true" for r in runs) if approach != "prior" else 0
+    n_studies = 0 if ev is None else len(np.unique(ev.study_ids))
+    return BoardRow(
+        approach,
+        chash,
+        folds,
+        tuple(r.info.run_id for r in runs),
+        metrics,
+        low,
+        high,
+        n_studies,
+        _tag(runs[0], "budget", "?"),
+        exceeded,
+        seeds=seeds,
+        seed_std=seed_std(frame),
+        collapsed=collapsed,
+    )
 
 
 def _with_paired(row: BoardRow, evidence: dict, base_key: tuple[str, str], req: BoardRequest) -> BoardRow:
@@ -203,6 +303,17 @@ def board_id(subset: str, split_digest: str, run_ids: list[str]) -> str:
     return f"{subset}-{split_digest[:8]}-{digest}"
 
 
+def _seed_notes(rows: list[BoardRow], groups: dict[tuple[str, str], list[Any]]) -> list[str]:
+    """Which folds lack which seeds, and which rows' intervals cover studies only (one seed)."""
+    notes = [n for (a, c), g in groups.items() for n in seed_gaps(a, c, g)]
+    single = [r.approach for r in rows if r.n_seeds == 1]
+    if single and len(single) == len(rows):
+        notes.append("every row has one seed: its 95% CI resamples studies only (no seed-to-seed spread)")
+    elif single:
+        notes.append(f"one seed for {', '.join(single)}: 95% CI over studies only (no seed-to-seed spread)")
+    return notes
+
+
 def build(request: BoardRequest) -> Leaderboard:
     """Read, select, deduplicate and rank runs; bootstrap intervals and paired comparisons."""
     runs = find_runs(request)
@@ -211,7 +322,7 @@ def build(request: BoardRequest) -> Leaderboard:
         raise ConfigError(f"no FINISHED lumbar-bench runs in experiment {request.experiment!r} at {where}")
     runs = select_comparable(runs)
     split, subset, data = comparable_key(runs[0])
-    runs, notes = latest_per_fold(runs)
+    runs, notes = latest_per_fold_and_seed(runs)
     groups: dict[tuple[str, str], list[Any]] = {}
     for run in runs:
         groups.setdefault((_tag(run, "approach"), _tag(run, "config_hash")), []).append(run)
@@ -235,133 +346,10 @@ def build(request: BoardRequest) -> Leaderboard:
         notes.append(f"no {request.baseline} runs on this split and subset: no paired comparison")
     if len({r.folds for r in rows}) > 1:
         notes.append("rows were evaluated on different folds; the paired comparison uses shared studies only")
-    all_ids = [r for row in rows for r in row.run_ids]
-    bid = board_id(subset, split, all_ids)
+    notes += _seed_notes(rows, groups)
+    bid = board_id(subset, split, [r for row in rows for r in row.run_ids])
     args = (tuple(rows), tuple(notes), request.n_boot, request.baseline)
     return Leaderboard(bid, request.experiment, split, subset, data, *args)
-
-
-def _fmt(value: float | None, digits: int = 3) -> str:
-    return "–" if value is None or not np.isfinite(value) else f"{value:.{digits}f}"
-
-
-_QUALITY = (*(f"loss/{k}" for k in PART_NAMES), "accuracy", "balanced_accuracy", "dice_mean")
-_REFERENCE = ("reference/prior_score", "reference/oracle_score")
-_COST = ("runtime/total_s", "runtime/train_s", "runtime/gpu_s", "gpu/peak_memory_gb")
-
-
-def to_frame(board: Leaderboard) -> pd.DataFrame:
-    """One row per board row, every figure in its own column (the CSV form)."""
-    records = []
-    for rank, row in enumerate(board.rows, 1):
-        paired = {f"paired_{k}": v for k, v in dataclasses.asdict(row.paired).items()} if row.paired else {}
-        who = {"rank": rank, "approach": row.approach, "config_hash": row.config_hash}
-        folds = {
-            "n_folds": len(row.folds),
-            "folds": " ".join(map(str, row.folds)),
-            "n_studies": row.n_studies,
-        }
-        score = {"rsna_score": row.score, "rsna_score_std": row.metrics.get("rsna_score_std")}
-        ci = {"ci_low": row.ci_low, "ci_high": row.ci_high}
-        budget = {"budget": row.budget, "budget_exceeded": row.budget_exceeded}
-        metrics = {k: row.metrics.get(k) for k in (*_QUALITY, *_REFERENCE, *_COST)}
-        records.append(
-            {**who, **folds, **score, **ci, **metrics, **budget, **paired, "run_ids": ";".join(row.run_ids)}
-        )
-    return pd.DataFrame.from_records(records)
-
-
-def _display_rows(board: Leaderboard, baseline: str) -> tuple[list[str], list[list[str]]]:
-    """Header and cells of the human-readable board (markdown and terminal)."""
-    head = "#|approach|config|folds|score [95% CI]".split("|") + list(PART_NAMES)
-    head += ["accuracy", "bal. acc.", "dice", f"Δ vs {baseline} [95% CI]", "p", "runtime s/fold", "budget"]
-    cells = []
-    for rank, row in enumerate(board.rows, 1):
-        m, p = row.metrics, row.paired
-        state = f"EXCEEDED {row.budget_exceeded}/{len(row.folds)}" if row.budget_exceeded else "ok"
-        paired = (
-            [f"{p.diff:+.3f} [{p.ci_low:+.3f}, {p.ci_high:+.3f}]", f"{p.p_value:.3f}"] if p else ["–", "–"]
-        )
-        who = [str(rank), row.approach, row.config_hash, str(len(row.folds))]
-        score = f"{_fmt(row.score)} [{_fmt(row.ci_low)}, {_fmt(row.ci_high)}]"
-        cost = [_fmt(m.get("runtime/total_s"), 1), f"{row.budget}: {state}"]
-        cells.append([*who, score, *[_fmt(m.get(k)) for k in _QUALITY], *paired, *cost])
-    return head, cells
-
-
-def header_lines(board: Leaderboard) -> list[str]:
-    """Provenance of the board: experiment, split, subset, data, bootstrap, notes."""
-    lines = [
-        f"board {board.board_id}: experiment {board.experiment!r}, subset {board.subset}, "
-        f"split {board.split_digest[:12]}, data {board.data_digest[:12]}",
-        f"score: mean over folds of the official score (lower is better); 95% CI: bootstrap over "
-        f"studies within folds, {board.n_boot} resamples; Δ: paired bootstrap on shared studies "
-        "(negative = better than the baseline)",
-    ]
-    if (floor := oracle_floor(board)) is not None:
-        lines.append(f"oracle floor {floor:.3f}: the phantom truth's own score, which no approach can beat")
-    return lines + [f"note: {n}" for n in board.notes]
-
-
-def to_markdown(board: Leaderboard) -> str:
-    """Render the board as a markdown document (header, table, notes)."""
-    head, cells = _display_rows(board, board.baseline)
-    lines = [
-        f"# Leaderboard {board.board_id}",
-        "",
-        *[f"- {h}" for h in header_lines(board)],
-        "",
-        "| " + " | ".join(head) + " |",
-        "|" + "---|" * len(head),
-    ]
-    lines += ["| " + " | ".join(c) + " |" for c in cells]
-    return "\n".join(lines) + "\n"
-
-
-def to_text_table(board: Leaderboard, width: int = 260) -> str:
-    """Render the board as a rich table (plain text; intervals never wrap)."""
-    from rich.console import Console
-    from rich.table import Table
-
-    head, cells = _display_rows(board, board.baseline)
-    table = Table(title=f"lumbar-bench leaderboard {board.board_id}", caption="\n".join(header_lines(board)))
-    for i, name in enumerate(head):
-        table.add_column(name, justify="left" if i in (1, 2, 4, 16) else "right", no_wrap=i in (1, 4, 12, 16))
-    for c in cells:
-        table.add_row(*c)
-    console = Console(record=True, width=width, file=io.StringIO())
-    console.print(table)
-    return console.export_text()
-
-
-def render(board: Leaderboard, fmt: str) -> str:
-    """``table``, ``markdown`` or ``csv`` text of the board."""
-    if fmt == "markdown":
-        return to_markdown(board)
-    if fmt == "csv":
-        return to_frame(board).to_csv(index=False)
-    if fmt == "table":
-        return to_text_table(board)
-    raise ConfigError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
-
-
-def oracle_floor(board: Leaderboard) -> float | None:
-    """Mean phantom oracle score (``reference/oracle_score``) when every row shares the same folds."""
-    floors = {(r.folds, r.metrics.get("reference/oracle_score")) for r in board.rows}
-    return next(iter(floors))[1] if len(floors) == 1 else None
-
-
-def figure(board: Leaderboard) -> Any:
-    """Score per row with its 95% CI and the oracle floor (the ``leaderboard.png`` artifact)."""
-    from lumbar_bench.figures import leaderboard_figure
-
-    rows = board.rows
-    names = [
-        f"{r.approach} ({r.config_hash[:6]}, {len(r.folds)} fold{'s' * (len(r.folds) > 1)})" for r in rows
-    ]
-    title = f"{board.experiment} · {board.subset} · split {board.split_digest[:8]}"
-    lows, highs = [r.ci_low for r in rows], [r.ci_high for r in rows]
-    return leaderboard_figure(names, [r.score for r in rows], lows, highs, title, floor=oracle_floor(board))
 
 
 def write(board: Leaderboard, out_dir: Path) -> dict[str, Path]:

@@ -1,3 +1,4 @@
+import io
 import shutil
 import time
 
@@ -57,8 +58,13 @@ def log_run(
     status="FINISHED",
     extra=None,
     seed=0,
+    seed_tag=0,
+    tags=None,
 ):
-    """A run as ``runner.run`` logs it: tags, metrics, predictions.csv and labels.csv."""
+    """A run as ``runner.run`` logs it: tags, metrics, predictions.csv and labels.csv.
+
+    ``seed`` draws the prediction noise; ``seed_tag`` is the run's ``seed`` tag.
+    """
     labels = _labels(40, seed=100 + fold, start=1000 + 100 * fold)
     tags = {
         "approach": approach,
@@ -67,11 +73,12 @@ def log_run(
         "data_digest": "d" * 64,
         "fold": fold,
         "subset": subset,
-        "seed": 0,
+        "seed": seed_tag,
         "device": "cpu",
         "budget": "3 min cpu",
         "budget_minutes": 3.0,
         "dataset": "phantom",
+        **(tags or {}),
     }
     work = tmp_path / f"{approach}-{fold}-{time.monotonic_ns()}"
     with tracking.tracked_run(uri, EXP, f"{approach}-f{fold}-{subset}", tags) as trun:
@@ -278,3 +285,296 @@ def test_cli_table_and_empty_store(board_runs, tracking_uri, tmp_path, capsys):
         == 2
     )
     assert "no FINISHED" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- seeds and folds in every interval
+
+TODAY_CSV = [
+    "rank",
+    "approach",
+    "config_hash",
+    "n_folds",
+    "folds",
+    "n_studies",
+    "rsna_score",
+    "rsna_score_std",
+    "ci_low",
+    "ci_high",
+    "loss/spinal",
+    "loss/foraminal",
+    "loss/subarticular",
+    "loss/any_severe_spinal",
+    "accuracy",
+    "balanced_accuracy",
+    "dice_mean",
+    "reference/prior_score",
+    "reference/oracle_score",
+    "runtime/total_s",
+    "runtime/train_s",
+    "runtime/gpu_s",
+    "gpu/peak_memory_gb",
+    "budget",
+    "budget_exceeded",
+    "paired_baseline",
+    "paired_n_studies",
+    "paired_diff",
+    "paired_ci_low",
+    "paired_ci_high",
+    "paired_p_value",
+    "run_ids",
+]
+BLEND = {
+    "grading/blend_spinal": 0.6,
+    "grading/blend_foraminal": 0.5,
+    "grading/blend_subarticular": 0.4,
+    "grading/prior_fallback_fraction": 0.25,
+}
+REFINED, QC = "3f9a0c1d2e4b", "a1b2c3d4e5f6"
+
+
+def _seeded_evidence(skills, n=60, n_folds=2):
+    """Evidence of one approach, one seed per skill, and each seed's official fold scores."""
+    from lumbar_bench.metrics.score import score
+
+    labels = _labels(n, seed=5)
+    codes, fold_of = labels.to_numpy().astype(np.int64), np.arange(n) % n_folds
+    nums, dens, fold_scores = [], [], []
+    for s, skill in enumerate(skills):
+        probs = _probs(labels, skill, seed=10 + s)
+        num, den = study_parts(codes, probs)
+        nums.append(num)
+        dens.append(den)
+        sub = _submission(labels, probs)
+        fold_scores.append([score(labels[fold_of == f], sub).score for f in range(n_folds)])
+    k = len(skills)
+    ev = Evidence(
+        np.tile(np.asarray(labels.index), k),
+        np.tile(fold_of, k),
+        np.vstack(nums),
+        np.vstack(dens),
+        np.repeat(np.arange(k), n),
+    )
+    return ev, np.array(fold_scores)
+
+
+def test_bootstrap_point_estimate_is_the_mean_over_seeds_of_the_official_score():
+    from lumbar_bench.metrics.bootstrap import point_estimate
+
+    ev, fold_scores = _seeded_evidence([0.2, 0.5, 0.7])
+    assert ev.n_seeds == 3
+    assert point_estimate(ev) == pytest.approx(fold_scores.mean(axis=1).mean(), rel=1e-12)
+
+
+def test_two_level_interval_covers_seed_spread_and_falls_back_to_studies_with_one_seed():
+    ev, _ = _seeded_evidence([0.1, 0.5, 0.9])
+    two = bootstrap_ci(ev, 400, 0)
+    studies = bootstrap_ci(ev, 400, 0, seeds=False)
+    assert two[1] - two[0] >= studies[1] - studies[0]
+    assert two[1] - two[0] > 1.5 * (studies[1] - studies[0])  # these seeds disagree a lot
+    one, _ = _seeded_evidence([0.5])
+    assert bootstrap_ci(one, 300, 0) == bootstrap_ci(one, 300, 0, seeds=False)
+
+
+def test_paired_two_level_bootstrap_on_shared_studies():
+    from lumbar_bench.metrics.bootstrap import point_estimate
+
+    good, _ = _seeded_evidence([0.6, 0.7, 0.8])
+    bad, _ = _seeded_evidence([0.0, 0.05])
+    clear = paired_bootstrap(good, bad, "resnet18", 400, 0)
+    assert clear.n_studies == 60 and clear.diff == pytest.approx(point_estimate(good) - point_estimate(bad))
+    assert clear.ci_high < 0 and clear.p_value < 0.01
+    same = paired_bootstrap(good, good, "resnet18", 400, 0)
+    assert same.diff == 0 and same.p_value == 1.0
+    part = good.take(np.asarray(good.study_ids[:30]))  # only half the studies are shared
+    assert paired_bootstrap(part, bad, "resnet18", 100, 0).n_studies == 30
+
+
+def test_collapsed_to_prior_compares_with_the_training_prior():
+    from lumbar_bench.approaches.prior import fit_prior, prior_submission
+    from lumbar_bench.evaluation import collapse_tags, collapsed_to_prior
+
+    train, held_out = _labels(50, seed=7), _labels(20, seed=8, start=5000)
+    prior = prior_submission(fit_prior(train), list(held_out.index))
+    assert collapsed_to_prior(train, held_out, prior)
+    doubled = prior.assign(**{c: 2 * prior[c] for c in prior.columns if c != "row_id"})
+    assert collapsed_to_prior(train, held_out, doubled)  # same distribution once normalised
+    learned = _submission(held_out, _probs(held_out, 0.5, seed=1))
+    assert not collapsed_to_prior(train, held_out, learned)
+    assert collapse_tags("resnet18", train, held_out, prior) == {"collapsed_to_prior": "true"}
+    assert collapse_tags("nnunet-qc", train, held_out, learned) == {"collapsed_to_prior": "false"}
+    assert collapse_tags("prior", train, held_out, prior) == {}
+
+
+@pytest.fixture(scope="module")
+def _seeded_store(_board_store, tmp_path_factory):
+    """The six one-seed runs plus nnunet-refined (2 folds x 3 seeds) and nnunet-qc (fold 0 lacks seed 2)."""
+    db, _ = _board_store
+    tmp = tmp_path_factory.mktemp("seeded")
+    shutil.copy(db, tmp / "mlflow.db")
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    scores = {}
+    for fold in (0, 1):
+        for s, skill in enumerate((0.45, 0.6, 0.75)):
+            _, m = log_run(
+                uri,
+                tmp,
+                "nnunet-refined",
+                fold,
+                skill,
+                seed=s,
+                seed_tag=s,
+                chash=REFINED,
+                extra=BLEND,
+                tags={"collapsed_to_prior": "false"},
+            )
+            scores[(fold, s)] = m["rsna_score"]
+    for fold, s in ((0, 0), (0, 1), (1, 0), (1, 1), (1, 2)):
+        collapsed = s == 1  # these runs predict (nearly) the prior: tagged as the runner would
+        log_run(
+            uri,
+            tmp,
+            "nnunet-qc",
+            fold,
+            0.0 if collapsed else 0.5,
+            seed=s,
+            seed_tag=s,
+            chash=QC,
+            tags={"collapsed_to_prior": str(collapsed).lower()},
+        )
+    return tmp / "mlflow.db", scores
+
+
+@pytest.fixture
+def seeded_runs(_seeded_store, tracking_uri):
+    """The seeded store, copied into this test's ``tracking_uri``; returns nnunet-refined's scores."""
+    db, scores = _seeded_store
+    shutil.copy(db, tracking_uri.removeprefix("sqlite:///"))
+    return scores
+
+
+@pytest.fixture
+def seeded_board(seeded_runs, tracking_uri):
+    return leaderboard.build(leaderboard.BoardRequest(tracking_uri, EXP, n_boot=200))
+
+
+def _by_name(board, approach):
+    return next(r for r in board.rows if r.approach == approach)
+
+
+def test_seeds_pool_into_one_row_with_a_two_level_interval(seeded_board, seeded_runs):
+    board = seeded_board
+    assert sorted(r.approach for r in board.rows) == [
+        "nnunet-qc",
+        "nnunet-raw",
+        "nnunet-refined",
+        "prior",
+        "resnet18",
+    ]
+    refined = _by_name(board, "nnunet-refined")
+    assert refined.folds == (0, 1) and refined.seeds == (0, 1, 2) and refined.n_seeds == 3
+    assert len(refined.run_ids) == 6 and refined.n_studies == 80
+    per_seed = [(seeded_runs[(0, s)] + seeded_runs[(1, s)]) / 2 for s in range(3)]
+    assert refined.score == pytest.approx(sum(per_seed) / 3)
+    mean = sum(per_seed) / 3
+    assert refined.seed_std == pytest.approx((sum((x - mean) ** 2 for x in per_seed) / 2) ** 0.5)
+    assert refined.ci_low <= refined.score <= refined.ci_high
+    assert refined.paired is not None and refined.paired.n_studies == 80
+    assert _by_name(board, "resnet18").n_seeds == 1 and np.isnan(_by_name(board, "resnet18").seed_std)
+    assert any(n.startswith("one seed for") and "resnet18" in n and "prior" in n for n in board.notes)
+    text = leaderboard.to_text_table(board)
+    assert "2×3" in text and "2×1" in text and "two-level bootstrap" in text
+
+
+def test_mixed_seed_counts_say_which_fold_lacks_which_seed(seeded_board):
+    qc = _by_name(seeded_board, "nnunet-qc")
+    assert qc.seeds == (0, 1, 2) and len(qc.run_ids) == 5
+    assert f"nnunet-qc {QC}: fold 0 lacks seed 2" in seeded_board.notes
+    assert not any("nnunet-refined" in n and "lacks" in n for n in seeded_board.notes)
+    assert np.isfinite(qc.seed_std)  # over seeds 0 and 1, which ran both folds
+
+
+def test_csv_keeps_todays_columns_and_adds_seeds(seeded_board):
+    frame = pd.read_csv(io.StringIO(leaderboard.render(seeded_board, "csv")))
+    assert list(frame.columns) == CSV_COLUMNS
+    assert [c for c in frame.columns if c in TODAY_CSV] == TODAY_CSV
+    refined = frame.set_index("approach").loc["nnunet-refined"]
+    row = _by_name(seeded_board, "nnunet-refined")
+    assert refined["n_seeds"] == 3 and refined["seeds"] == "0 1 2"
+    assert refined["seed_std"] == pytest.approx(row.seed_std)
+    assert refined["grading/blend_spinal"] == pytest.approx(0.6)
+    assert refined["grading/prior_fallback_fraction"] == pytest.approx(0.25)
+    prior = frame.set_index("approach").loc["prior"]
+    assert prior["n_seeds"] == 1 and np.isnan(prior["seed_std"])
+
+
+CSV_COLUMNS = [
+    *TODAY_CSV[:5],
+    "n_seeds",
+    "seeds",
+    *TODAY_CSV[5:8],
+    "seed_std",
+    *TODAY_CSV[8:19],
+    "reference/bayes_floor",
+    *TODAY_CSV[19:23],
+    "grading/blend_spinal",
+    "grading/blend_foraminal",
+    "grading/blend_subarticular",
+    "grading/prior_fallback_fraction",
+    *TODAY_CSV[23:25],
+    "collapsed_to_prior",
+    *TODAY_CSV[25:],
+]
+
+
+def test_collapsed_runs_are_flagged_on_the_board(seeded_board):
+    assert _by_name(seeded_board, "nnunet-qc").collapsed == 2
+    assert _by_name(seeded_board, "nnunet-refined").collapsed == 0
+    assert _by_name(seeded_board, "prior").collapsed == 0
+    text = leaderboard.to_text_table(seeded_board)
+    qc_lines = [line for line in text.splitlines() if "nnunet-qc" in line and not line.startswith("note")]
+    assert len(qc_lines) == 1 and "= prior 2/5" in qc_lines[0]
+    assert text.count("= prior") == 2  # the row and the legend
+
+
+def test_default_board_fits_120_columns_and_wide_has_the_parts(seeded_board):
+    import dataclasses
+
+    long_note = "nnunet-refined 3f9a0c1d2e4b: " + "a very long note " * 20 + "/" * 150
+    rows = [
+        dataclasses.replace(r, metrics={**r.metrics, "reference/oracle_score": 0.18})
+        for r in seeded_board.rows
+    ]
+    board = dataclasses.replace(seeded_board, rows=tuple(rows), notes=(*seeded_board.notes, long_note))
+    text = leaderboard.render(board, "table")
+    assert max(len(line) for line in text.splitlines()) <= 120
+    assert "…" not in text  # nothing essential was cut
+    assert "nnunet-refined" in text and "score [95% CI]" in text and "Δ vs resnet18 [95% CI]" in text
+    assert "any_severe_spinal" not in text and "Bayes-optimal prediction's realised score" in text
+    assert "blend" in text and "fallback 25%" in text
+    wide = leaderboard.render(board, "table", wide=True)
+    head = next(line for line in wide.splitlines() if "any_severe_spinal" in line)
+    for col in (
+        "spinal",
+        "foraminal",
+        "accuracy",
+        "bal. acc.",
+        "dice",
+        "seed sd",
+        "blend spinal",
+        "fallback",
+    ):
+        assert col in head
+    assert REFINED in wide  # the full config hash
+    markdown = leaderboard.render(board, "markdown")
+    assert "| blend spinal |" in markdown and "no approach can beat" not in markdown
+
+
+def test_cli_wide_table_and_csv(seeded_runs, tracking_uri, tmp_path, capsys):
+    common = ["leaderboard", "--tracking-uri", tracking_uri, "--experiment", EXP, "--bootstrap", "50"]
+    common += ["--results-dir", str(tmp_path / "r")]
+    assert main([*common, "--wide"]) == 0
+    out = capsys.readouterr().out
+    assert "any_severe_spinal" in out and "nnunet-refined" in out
+    assert main([*common, "--format", "csv"]) == 0
+    frame = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    assert {"n_seeds", "seed_std"} <= set(frame) and len(frame) == 5

@@ -121,6 +121,7 @@ def _run(args: argparse.Namespace) -> int:
             cache_dir=args.cache_dir,
             budget_minutes=args.budget_minutes,
             system_metrics=args.system_metrics,
+            threads=args.threads,
             progress=not args.no_progress,
         )
     )
@@ -177,7 +178,7 @@ def _leaderboard(args: argparse.Namespace) -> int:
     board = lb.build(request)
     paths = lb.write(board, lb.results_dir(args.results_dir, args.experiment))
     run_id = lb.publish(board, args.tracking_uri, paths)
-    text = lb.render(board, args.format)
+    text = lb.render(board, args.format, wide=args.wide)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(text)
@@ -200,7 +201,7 @@ def _check(args: argparse.Namespace) -> int:
         data_dir=args.data,
         approaches=tuple(args.approaches or ()),
         from_runs=args.from_runs,
-        seeds=args.seeds,
+        overrides=tuple(args.overrides),
         progress=not args.no_progress,
     )
     if args.update:
