@@ -54,7 +54,7 @@ def ensure_phantom(cache_dir: Path, progress: bool = True) -> Path:
     log.info("generating the default phantom into %s (once)", target)
     tmp = Path(tempfile.mkdtemp(dir=cache_dir, prefix=".phantom-"))
     try:
-        synthesize(tmp, PhantomConfig(**DEFAULT_PHANTOM), progress=progress)
+        synthesize(tmp, PhantomConfig(**DEFAULT_PHANTOM), progress=progress, workers=0)  # one per CPU
         if target.exists():
             shutil.rmtree(target)
         os.replace(tmp, target)
