@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lumbar_bench import datasets, tracking
+from lumbar_bench import attempts, datasets, tracking
 from lumbar_bench.approaches.base import Approach, RunContext
 from lumbar_bench.budget import Budget, Watchdog
 from lumbar_bench.config import SUBSETS, apply_overrides, config_dict, config_hash
@@ -195,7 +195,11 @@ def run(request: RunRequest) -> RunResult:
         "split_source": split_source,
     }
     run_name = f"{request.approach}-f{request.fold}-{request.subset}"
-    with tracking.tracked_run(request.tracking_uri, request.experiment, run_name, tags) as trun:
+    with (
+        attempts.claim(workdir) as claim,
+        tracking.tracked_run(request.tracking_uri, request.experiment, run_name, tags) as trun,
+    ):
+        claim.begin(trun.run_id, request.tracking_uri, device)
         trun.log_params(params)
 
         def on_hard_limit() -> None:
@@ -207,7 +211,18 @@ def run(request: RunRequest) -> RunResult:
             tracking.system_metrics(trun, request.system_metrics),
         ):
             metrics = _fit_and_evaluate(
-                cls, config, data, train_ids, eval_ids, request, device, budget, workdir, cache_dir, trun
+                cls,
+                config,
+                data,
+                train_ids,
+                eval_ids,
+                request,
+                device,
+                budget,
+                workdir,
+                cache_dir,
+                trun,
+                claim,
             )
         trun.log_json(
             {"approach": request.approach, "config_hash": chash, "config": config_dict(config)}, "config.json"
@@ -229,8 +244,13 @@ def _fit_and_evaluate(
     workdir: Path,
     cache_dir: Path,
     trun: tracking.TrackedRun,
+    claim: attempts.Claim,
 ) -> dict[str, float]:
-    """Fit on ``train_ids``, predict ``eval_ids``, then score and log; returns the metrics."""
+    """Fit on ``train_ids``, predict ``eval_ids``, then score and log; returns the metrics.
+
+    Compute is counted over attempts (see :mod:`lumbar_bench.attempts`): a run that resumed an
+    interrupted one logs the training seconds of both, one that reused a finished model the original's.
+    """
     from lumbar_bench import evaluation
 
     seed_everything(request.seed)
@@ -246,13 +266,18 @@ def _fit_and_evaluate(
         log_metric=trun.log_metric,
         log_artifact=trun.log_artifact,
         nested_run=lambda name: tracking.tracked_run(trun.uri, request.experiment, name, parent=trun),
+        on_checkpoint=claim.checkpointed,
+        on_resume=claim.resumed,
     )
     approach = cls(config)
+    claim.start_fit()
     approach.fit(data, train_ids, ctx)
-    train_s = time.monotonic() - t0
+    cost = claim.fit_done(dict(ctx.stage_seconds))
+    t_fit = time.monotonic()
     raw = approach.predict(data, eval_ids, ctx)
     predictions = complete_submission(raw, eval_ids, request.approach)
-    total_s = time.monotonic() - t0
+    predict_s = time.monotonic() - t_fit
+    total_s = cost.train_s + predict_s
     metrics = evaluation.evaluate_and_log(
         data.labels.loc[eval_ids],
         predictions,
@@ -264,17 +289,11 @@ def _fit_and_evaluate(
     metrics.update(evaluation.reference_scores(data, train_ids, eval_ids))
     train_labels, eval_labels = data.labels.loc[train_ids], data.labels.loc[eval_ids]
     trun.set_tags(evaluation.collapse_tags(request.approach, train_labels, eval_labels, predictions))
-    metrics.update(
-        {
-            "runtime/train_s": train_s,
-            "runtime/total_s": total_s,
-            "runtime/predict_s": total_s - train_s,
-            **{f"runtime/{k}_s": v for k, v in ctx.stage_seconds.items()},
-        }
-    )
+    metrics.update(_runtime_metrics(cost, predict_s, time.monotonic() - t0, ctx.stage_seconds))
+    trun.set_tags(_reuse_tags(cost))
     if ctx.time_to_best_s is not None:
         metrics["runtime/time_to_best_s"] = ctx.time_to_best_s
-    metrics.update(_gpu_metrics(device, total_s))
+    metrics.update(_gpu_metrics(device, cost.gpu_train_s + predict_s))
     trun.log_metrics(metrics)
     over = total_s > budget.soft_seconds
     trun.set_tags({"budget_exceeded": str(over).lower()})
@@ -283,6 +302,32 @@ def _fit_and_evaluate(
     approach.save(model_dir)
     trun.log_artifact(model_dir, "model")
     return metrics
+
+
+def _runtime_metrics(
+    cost: attempts.Cost, predict_s: float, this_attempt_s: float, stage_seconds: dict[str, float]
+) -> dict[str, float]:
+    """``runtime/*``: training over all attempts (``train_s``), ``total_s = train_s + predict_s``.
+
+    ``this_attempt_s`` is what this process spent fitting, predicting and scoring; ``lost_s`` what
+    earlier attempts spent after their last checkpoint. On reuse the stage seconds are the original's.
+    """
+    return {
+        "runtime/train_s": cost.train_s,
+        "runtime/total_s": cost.train_s + predict_s,
+        "runtime/predict_s": predict_s,
+        "runtime/attempts": float(cost.attempts),
+        "runtime/this_attempt_s": this_attempt_s,
+        "runtime/lost_s": cost.lost_s,
+        **{f"runtime/{k}_s": v for k, v in (cost.stage_seconds or stage_seconds).items()},
+    }
+
+
+def _reuse_tags(cost: attempts.Cost) -> dict[str, str]:
+    """``reused_checkpoint`` (true/false) and, on reuse, ``reused_from_run`` (the run that trained it)."""
+    if cost.reused_from is None:
+        return {"reused_checkpoint": "false"}
+    return {"reused_checkpoint": "true", "reused_from_run": cost.reused_from or "unknown"}
 
 
 def _gpu_metrics(device: str, total_s: float) -> dict[str, float]:

@@ -209,6 +209,33 @@ def download_artifacts(uri: str, run_id: str, path: str, dst: Path) -> Path:
     return Path(_client(uri).download_artifacts(run_id, path, str(dst)))
 
 
+def absolute_uri(uri: str) -> str:
+    """``uri`` with a relative SQLite path made absolute, so it names the same store from any directory."""
+    if not uri.startswith("sqlite:///") or uri.startswith("sqlite:////"):
+        return uri
+    return "sqlite:///" + str(Path(uri.removeprefix("sqlite:///")).resolve())
+
+
+def run_status(uri: str, run_id: str) -> str | None:
+    """Status of run ``run_id`` (RUNNING, FINISHED, FAILED, KILLED); None if the store or run is gone."""
+    from mlflow.exceptions import MlflowException
+
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+        return None  # opening it would create an empty store
+    try:
+        return _client(uri).get_run(run_id).info.status
+    except MlflowException as exc:
+        log.warning("cannot read run %s from %s: %s", run_id, uri, exc)
+        return None
+
+
+def mark_killed(uri: str, run_id: str, reason: str, by_run: str) -> None:
+    """End run ``run_id`` as KILLED, tagging why (``failure_reason=process_died``) and who found it."""
+    run = TrackedRun(uri, run_id)
+    run.set_tags({"failure_reason": "process_died", "failure_message": reason, "killed_by_run": by_run})
+    run.finish("KILLED")
+
+
 def set_tags(uri: str, run_id: str, tags: dict[str, Any]) -> None:
     """Set tags on an existing run (e.g. the ``leaderboard`` tag)."""
     TrackedRun(uri, run_id).set_tags(tags)

@@ -40,3 +40,22 @@ def test_nested_runs_carry_parent_id(tracking_uri):
 
 def test_search_unknown_experiment_is_empty(tracking_uri):
     assert tracking.search_runs(tracking_uri, "nope") == []
+
+
+def test_run_status_and_mark_killed(tracking_uri, tmp_path):
+    assert tracking.run_status(f"sqlite:///{tmp_path / 'absent.db'}", "x") is None
+    assert not (tmp_path / "absent.db").exists()  # asking did not create a store
+    client = tracking._client(tracking_uri)
+    run_id = client.create_run(tracking.experiment_id(tracking_uri, "exp")).info.run_id
+    assert tracking.run_status(tracking_uri, run_id) == "RUNNING"
+    tracking.mark_killed(tracking_uri, run_id, "owner died", "later-run")
+    info = tracking.get_run(tracking_uri, run_id)
+    assert info.info.status == "KILLED" and info.data.tags["killed_by_run"] == "later-run"
+    assert info.data.tags["failure_message"] == "owner died"
+
+
+def test_absolute_uri_pins_a_relative_sqlite_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert tracking.absolute_uri("sqlite:///mlflow.db") == f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}"
+    assert tracking.absolute_uri("sqlite:////abs/x.db") == "sqlite:////abs/x.db"
+    assert tracking.absolute_uri("http://host:5000") == "http://host:5000"

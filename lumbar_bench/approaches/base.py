@@ -52,6 +52,15 @@ class NullRun:
         _no_artifact(path, artifact_path)
 
 
+def _no_checkpoint() -> None:
+    log.debug("checkpoint written")
+
+
+def _no_resume(done: bool) -> float:
+    log.debug("resumed (training done: %s)", done)
+    return 0.0
+
+
 @contextlib.contextmanager
 def _no_nested(name: str) -> Iterator[NullRun]:
     yield NullRun()
@@ -85,6 +94,9 @@ class RunContext:
     stage_seconds: dict[str, float] = field(default_factory=dict)
     #: Seconds from the start of training to the best epoch, when the approach knows it.
     time_to_best_s: float | None = None
+    #: The runner's compute ledger; approaches call :meth:`checkpointed` and :meth:`resumed`.
+    on_checkpoint: Callable[[], None] = field(default=_no_checkpoint)
+    on_resume: Callable[[bool], float] = field(default=_no_resume)
 
     def budget_left(self) -> float:
         """Seconds until the soft budget; ``inf`` when there is none."""
@@ -93,6 +105,21 @@ class RunContext:
     def over_budget(self) -> bool:
         """True once the soft budget is spent: training loops stop and keep their best model."""
         return self.budget_left() <= 0
+
+    def checkpointed(self) -> None:
+        """Say a checkpoint a later attempt can resume from was written: the seconds so far survive a kill."""
+        self.on_checkpoint()
+
+    def resumed(self, done: bool = False) -> None:
+        """Say training continues from an earlier attempt's checkpoint (``done``: it had already finished).
+
+        The earlier attempts' training seconds then count towards this run's compute and its soft
+        budget (the deadline moves earlier by them). An approach that calls neither this nor
+        :meth:`checkpointed` is charged only for the attempt at hand.
+        """
+        prior = self.on_resume(done)
+        if self.deadline is not None:
+            self.deadline -= prior
 
 
 class Approach(abc.ABC):

@@ -177,15 +177,15 @@ class ResNet18Approach(Approach):
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(cfg.epochs, 1))
         ckpt_path = ctx.workdir / "checkpoint_latest.pt"
-        state = self._resume(ckpt_path, opt, sched)
-        gen = torch.Generator().manual_seed(ctx.seed + state["epoch"])
+        gen = torch.Generator().manual_seed(ctx.seed)
+        state = self._resume(ckpt_path, opt, sched, gen, ctx)
         loss_fn = nn.CrossEntropyLoss(
             weight=torch.tensor(SEVERITY_WEIGHTS, device=device),
             ignore_index=-1,
             label_smoothing=cfg.label_smoothing,
         )
         t0 = time.monotonic() - state["elapsed"]
-        for epoch in range(state["epoch"], cfg.epochs):
+        for epoch in range(cfg.epochs if state["done"] else state["epoch"], cfg.epochs):
             if ctx.over_budget():
                 log.warning("resnet18: soft budget reached before epoch %d; keeping the best model", epoch)
                 break
@@ -209,18 +209,11 @@ class ResNet18Approach(Approach):
                     temperature=temperature,
                     best_state={k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
                 )
-            state.update(epoch=epoch + 1, elapsed=time.monotonic() - t0)
-            _atomic_save(
-                {
-                    "model": model.state_dict(),
-                    "opt": opt.state_dict(),
-                    "sched": sched.state_dict(),
-                    "hash": config_hash(self.name, cfg),
-                    **{k: v for k, v in state.items()},
-                },
-                ckpt_path,
-            )
-            if epoch - state["best_epoch"] >= cfg.patience:
+            stop = epoch - state["best_epoch"] >= cfg.patience
+            state.update(epoch=epoch + 1, elapsed=time.monotonic() - t0, done=stop or epoch + 1 >= cfg.epochs)
+            self._checkpoint(ckpt_path, opt, sched, gen, state)
+            ctx.checkpointed()
+            if stop:
                 log.info("resnet18: early stop at epoch %d (best %d)", epoch, state["best_epoch"])
                 break
         if state["best_state"] is not None:
@@ -241,7 +234,26 @@ class ResNet18Approach(Approach):
         temperature = fit_temperature(logits, y_val) if self.config.calibrate else 1.0
         return score_arrays(y_val, torch.softmax(logits / temperature, -1).numpy()).score, temperature
 
-    def _resume(self, path: Path, opt: torch.optim.Optimizer, sched: object) -> dict:
+    def _checkpoint(
+        self, path: Path, opt: torch.optim.Optimizer, sched: object, gen: torch.Generator, state: dict
+    ) -> None:
+        """Everything a resumed fit needs to continue bit for bit: weights, optimiser, schedule, RNG."""
+        _atomic_save(
+            {
+                "model": self.model.state_dict(),
+                "opt": opt.state_dict(),
+                "sched": sched.state_dict(),
+                "rng": gen.get_state(),
+                "hash": config_hash(self.name, self.config),
+                **state,
+            },
+            path,
+        )
+
+    def _resume(
+        self, path: Path, opt: torch.optim.Optimizer, sched: object, gen: torch.Generator, ctx: RunContext
+    ) -> dict:
+        """The training state of ``path``'s checkpoint (model, optimiser, RNG restored), or a fresh one."""
         fresh = {
             "epoch": 0,
             "best": float("inf"),
@@ -250,6 +262,7 @@ class ResNet18Approach(Approach):
             "time_to_best": None,
             "elapsed": 0.0,
             "temperature": 1.0,
+            "done": False,
         }
         if not path.exists():
             return fresh
@@ -260,7 +273,13 @@ class ResNet18Approach(Approach):
         self.model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["opt"])
         sched.load_state_dict(ckpt["sched"])
+        if "rng" in ckpt:
+            gen.set_state(ckpt["rng"])
+        else:  # checkpoints from before the RNG was kept
+            gen.manual_seed(ctx.seed + ckpt["epoch"])
+        ckpt.setdefault("done", ckpt["epoch"] >= self.config.epochs)
         log.info("resnet18: resuming at epoch %d from %s", ckpt["epoch"], path)
+        ctx.resumed(done=ckpt["done"])
         return {k: ckpt[k] for k in fresh}
 
     def _train_epoch(

@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 
 PLANS = "nnUNetPlans"
 TINY = "2d_tiny"
+#: Suffix of the JSON beside each checkpoint with the harness's training seconds and best epoch.
+SIDECAR = ".harness.json"
 _ENV_KEYS = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "nnUNet_n_proc_DA", "nnUNet_extTrainer")
 
 
@@ -225,6 +227,9 @@ def _make_trainer(base: type) -> type:
 
         schedule: Schedule = Schedule()
         on_epoch: Callable[[int, dict[str, float]], None] | None = None
+        #: Called after every checkpoint nnU-Net writes (the harness's compute ledger).
+        on_checkpoint: Callable[[], None] | None = None
+        _t0: float | None = None
 
         def apply_schedule(self, schedule: Schedule) -> None:
             """Adopt ``schedule`` (epochs, iterations, checkpoint cadence, learning rate, deadline)."""
@@ -236,6 +241,29 @@ def _make_trainer(base: type) -> type:
             self.initial_lr = schedule.initial_lr
             self.best_epoch, self.time_to_best, self.elapsed = -1, None, 0.0
             self.logger.plot_progress_png = _no_plot  # 1.5 s per epoch on CPU; the harness logs metrics
+
+        def save_checkpoint(self, filename: str) -> None:
+            """nnU-Net's checkpoint, written atomically, with the harness's seconds beside it."""
+            if self._t0 is not None:
+                self.elapsed = time.monotonic() - self._t0
+            super().save_checkpoint(filename + ".tmp")
+            if not os.path.exists(filename + ".tmp"):
+                return  # checkpointing disabled, or not rank 0
+            os.replace(filename + ".tmp", filename)
+            _write_json(
+                Path(filename + SIDECAR),
+                {"elapsed": self.elapsed, "best_epoch": self.best_epoch, "time_to_best": self.time_to_best},
+            )
+            if self.on_checkpoint is not None:
+                self.on_checkpoint()
+
+        def restore_harness_state(self, checkpoint: Path) -> None:
+            """Training seconds and best epoch saved beside ``checkpoint`` (absent before they were kept)."""
+            side = Path(str(checkpoint) + SIDECAR)
+            if side.exists():
+                info = json.loads(side.read_text())
+                self.elapsed, self.best_epoch = float(info["elapsed"]), int(info["best_epoch"])
+                self.time_to_best = info["time_to_best"]
 
         def print_to_log_file(
             self, *args: Any, also_print_to_console: bool = True, add_timestamp: bool = True
@@ -263,7 +291,7 @@ def _make_trainer(base: type) -> type:
             """nnU-Net's loop, ending early at the deadline (the last epoch's state is final)."""
             with contextlib.redirect_stdout(_LogStream()):
                 self.on_train_start()
-                t0 = time.monotonic() - self.elapsed
+                t0 = self._t0 = time.monotonic() - self.elapsed
                 for _ in range(self.current_epoch, self.num_epochs):
                     self.on_epoch_start()
                     self.on_train_epoch_start()
@@ -314,6 +342,13 @@ def _make_trainer(base: type) -> type:
     return HarnessTrainer
 
 
+def _write_json(path: Path, obj: dict) -> None:
+    """Write ``obj`` to ``path`` atomically (temp file + ``os.replace``)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj))
+    os.replace(tmp, path)
+
+
 def _no_plot(output_folder: str) -> None:
     """Stand-in for nnU-Net's per-epoch progress plot."""
 
@@ -331,11 +366,14 @@ def train(
     schedule: Schedule,
     device: str = "cpu",
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+    checkpointed: Callable[[], None] | None = None,
+    resumed: Callable[[bool], None] | None = None,
 ) -> Path:
     """Train (or resume, or reuse) ``2d_tiny`` on ``fold``; returns the fold's output folder.
 
     A ``checkpoint_final.pth`` already there is reused as is; a ``checkpoint_latest.pth``
-    is resumed from its next epoch.
+    is resumed from its next epoch (``resumed(done)`` is called in both cases, and
+    ``checkpointed()`` after every checkpoint written).
     """
     import torch
 
@@ -346,6 +384,8 @@ def train(
     out = paths.results / name / f"{cls.__name__}__{PLANS}__{TINY}" / f"fold_{fold}"
     if (out / "checkpoint_final.pth").exists():
         log.info("nnU-Net %s fold %s: reusing %s", name, fold, out / "checkpoint_final.pth")
+        if resumed is not None:
+            resumed(True)
         return out
     latest = out / "checkpoint_latest.pth"
     plans["continue_training"] = latest.exists()
@@ -354,9 +394,12 @@ def train(
         warnings.filterwarnings("ignore", "invalid value encountered", RuntimeWarning)
         trainer = cls(plans, TINY, fold, dataset_json, device=torch.device(device))
         trainer.apply_schedule(schedule)
-        trainer.on_epoch = on_epoch
+        trainer.on_epoch, trainer.on_checkpoint = on_epoch, checkpointed
         if latest.exists():
             trainer.load_checkpoint(str(latest))
+            trainer.restore_harness_state(latest)
+            if resumed is not None:
+                resumed(False)
             log.info("nnU-Net %s fold %s: resuming at epoch %d", name, fold, trainer.current_epoch)
         trainer.run_training()
     (out / "harness.json").write_text(

@@ -118,6 +118,8 @@ class Trainer:
                 schedule,
                 self.ctx.device,
                 self._epoch_logger(f"{dataset_id}_{slug(desc)}/f{fold}"),
+                checkpointed=self.ctx.checkpointed,
+                resumed=self.ctx.resumed,
             )
             self.ctx.stage_seconds["nnunet_train"] += time.monotonic() - t0
         return out
