@@ -13,6 +13,7 @@ import platform
 import random
 import sys
 import time
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -72,6 +73,8 @@ class RunRequest:
     cache_dir: Path | None = None
     budget_minutes: float | None = None
     system_metrics: bool = False
+    #: torch CPU threads during the run; 0 leaves torch's default (the core count).
+    threads: int = 0
     progress: bool = True
 
 
@@ -193,6 +196,7 @@ def run(request: RunRequest) -> RunResult:
         "n_train_studies": len(train_ids),
         "n_eval_studies": len(eval_ids),
         "split_source": split_source,
+        "threads": request.threads,
     }
     run_name = f"{request.approach}-f{request.fold}-{request.subset}"
     with (
@@ -209,6 +213,7 @@ def run(request: RunRequest) -> RunResult:
         with (
             Watchdog(budget.hard_seconds, on_hard_limit),
             tracking.system_metrics(trun, request.system_metrics),
+            _torch_threads(request.threads),
         ):
             metrics = _fit_and_evaluate(
                 cls,
@@ -302,6 +307,15 @@ def _fit_and_evaluate(
     approach.save(model_dir)
     trun.log_artifact(model_dir, "model")
     return metrics
+
+
+def _torch_threads(n: int) -> AbstractContextManager[None]:
+    """``n`` torch threads inside the block; nothing (and no torch import) for 0."""
+    if n <= 0:
+        return nullcontext()
+    from lumbar_bench.stages.nnunet_train import torch_threads
+
+    return torch_threads(n)
 
 
 def _runtime_metrics(

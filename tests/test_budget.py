@@ -123,6 +123,7 @@ def test_soft_limit_stops_training_keeps_the_best_model_and_tags_the_run(tiny_ph
             cache_dir=cache,
             tracking_uri=uri,
             experiment=EXP,
+            subset="small",  # a ci run is cut by its schedule only, never by the clock
             progress=False,
             overrides=("epochs=1",),
         )
@@ -134,6 +135,7 @@ def test_soft_limit_stops_training_keeps_the_best_model_and_tags_the_run(tiny_ph
             cache_dir=cache,
             tracking_uri=uri,
             experiment=EXP,
+            subset="small",
             progress=False,
             budget_minutes=SOFT_S / 60,
             overrides=("epochs=500", "patience=500"),
@@ -159,3 +161,38 @@ def test_every_approach_declares_a_budget_per_subset():
         minutes, device = spec.budgets["ci"]
         assert minutes <= 3 and device == "cpu"
     assert registry.get_spec("resnet18").budgets["full"] == (540.0, "gpu")  # the Kaggle 9 h notebook limit
+
+
+@pytest.mark.slow
+def test_a_ci_run_trains_its_whole_schedule_past_the_budget_and_fails_the_gate(
+    tiny_phantom, tmp_path, monkeypatch
+):
+    """On ``ci`` the budget guards, it never cuts: the same seed gives the same score on any machine load."""
+    from mlflow import MlflowClient
+
+    from lumbar_bench import check
+    from lumbar_bench.baseline import Baseline, Expected
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setattr(runner, "Watchdog", functools.partial(Watchdog, exit_fn=lambda code: None))
+    request = runner.RunRequest(
+        "resnet18",
+        data_dir=tiny_phantom,
+        cache_dir=tmp_path / "cache",
+        tracking_uri=uri,
+        experiment=EXP,
+        subset="ci",
+        progress=False,
+        budget_minutes=0.5 / 60,  # half a second
+        overrides=("epochs=3", "patience=3"),
+    )
+    result = runner.run(request)
+    run = tracking.get_run(uri, result.run_id)
+    assert run.data.tags["budget_exceeded"] == "true"
+    assert [m.step for m in MlflowClient(uri).get_metric_history(result.run_id, "train/loss")] == [0, 1, 2]
+    got = check._observed_from_run("resnet18", run)
+    expected = Expected(got.rsna_score, 0.01, budget_minutes=0.5 / 60)
+    entries = {"prior": Expected(got.rsna_score + 1, 0.01, 1.0), "resnet18": expected}
+    base = Baseline(run.data.tags["split_digest"], run.data.tags["data_digest"], entries)
+    verdict = check.judge("resnet18", expected, got, base)
+    assert [p.split(":")[0] for p in verdict.problems] == ["budget"]
