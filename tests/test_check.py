@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from lumbar_bench import check, tracking
+from lumbar_bench import check
 from lumbar_bench.baseline import MIN_TOLERANCE, Baseline, Expected, expected_entry
 from lumbar_bench.check import Observed
 from lumbar_bench.cli import main
