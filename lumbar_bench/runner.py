@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import logging
 import platform
-import random
-import sys
 import time
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
@@ -19,7 +17,6 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from lumbar_bench import attempts, datasets, tracking
@@ -29,6 +26,7 @@ from lumbar_bench.config import SUBSETS, apply_overrides, config_dict, config_ha
 from lumbar_bench.constants import LABEL_COLUMNS, PROB_COLUMNS, row_id
 from lumbar_bench.errors import ConfigError, LumbarBenchError, SubmissionError
 from lumbar_bench.registry import get_approach, get_spec
+from lumbar_bench.seeding import seed_everything
 from lumbar_bench.splits import subset_studies
 
 log = logging.getLogger(__name__)
@@ -129,14 +127,6 @@ def package_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             out[name] = "absent"
     return out
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, numpy and, when an approach has imported it, torch (before the model is built)."""
-    random.seed(seed)
-    np.random.seed(seed)
-    if "torch" in sys.modules:
-        sys.modules["torch"].manual_seed(seed)
 
 
 def complete_submission(pred: pd.DataFrame, study_ids: list[int], approach: str) -> pd.DataFrame:

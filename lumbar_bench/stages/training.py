@@ -19,6 +19,7 @@ import pandas as pd
 
 from lumbar_bench.approaches.base import RunContext
 from lumbar_bench.constants import slug
+from lumbar_bench.seeding import derived_seed, seed_everything
 from lumbar_bench.stages import nnunet_dataset as nd
 from lumbar_bench.stages import nnunet_train as nt
 from lumbar_bench.stages import pipeline as pl
@@ -110,6 +111,9 @@ class Trainer:
                 save_every=self.cfg.save_every,
                 deadline=self._deadline(remaining - i),
             )
+            seed_everything(
+                derived_seed(self.ctx.seed, "nnunet", dataset_id, fold)
+            )  # cold or warm cache alike
             t0 = time.monotonic()
             out[fold] = nt.train(
                 dataset_id,
