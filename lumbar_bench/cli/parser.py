@@ -46,6 +46,11 @@ def _common_data(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _overrides(p: argparse.ArgumentParser, help_: str) -> None:
+    """``--set KEY=VALUE``, repeatable, into ``args.overrides``."""
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=help_)
+
+
 def _tracking(p: argparse.ArgumentParser) -> None:
     from lumbar_bench.tracking import DEFAULT_EXPERIMENT, DEFAULT_TRACKING_URI
 
@@ -128,14 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--subset", choices=("ci", "small", "full"), default="full")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override an approach config field (repeatable)",
-    )
+    _overrides(p, "override an approach config field (repeatable)")
     p.add_argument(
         "--budget-minutes", type=float, default=None, help="override the approach's compute budget"
     )
@@ -213,13 +211,6 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="write the baseline from fresh runs (every registered approach that runs)",
     )
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config field of every approach run (e.g. break one on purpose: lr=0)",
-    )
+    _overrides(p, "override a config field of every approach run (e.g. break one on purpose: lr=0)")
     p.add_argument("--json", action="store_true", help="print the verdicts as JSON")
     return parser
