@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -31,9 +32,20 @@ def tiny_phantom(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def _empty_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An MLflow sqlite store created (and schema-migrated) once: 1.3 s here, where a copy takes 0.04 s."""
+    from lumbar_bench import tracking
+
+    path = tmp_path_factory.mktemp("empty-store") / "mlflow.db"
+    tracking.search_runs(f"sqlite:///{path}", "none")  # opening the store creates and migrates it
+    return path
+
+
 @pytest.fixture
-def tracking_uri(tmp_path: Path) -> str:
-    """A fresh MLflow sqlite store for one test."""
+def tracking_uri(tmp_path: Path, _empty_store: Path) -> str:
+    """A fresh MLflow sqlite store for one test (a copy of the session's empty one)."""
+    shutil.copyfile(_empty_store, tmp_path / "mlflow.db")
     return f"sqlite:///{tmp_path / 'mlflow.db'}"
 
 
