@@ -151,6 +151,30 @@ class Cost:
     #: On reuse, the original attempt's stage seconds; else empty.
     stage_seconds: dict[str, float] = field(default_factory=dict)
 
+    def metrics(
+        self, predict_s: float, this_attempt_s: float, stage_seconds: dict[str, float]
+    ) -> dict[str, float]:
+        """``runtime/*``: training over all attempts (``train_s``), ``total_s = train_s + predict_s``.
+
+        ``this_attempt_s`` is what this process spent fitting, predicting and scoring; ``lost_s`` what
+        earlier attempts spent after their last checkpoint. On reuse the stage seconds are the original's.
+        """
+        return {
+            "runtime/train_s": self.train_s,
+            "runtime/total_s": self.train_s + predict_s,
+            "runtime/predict_s": predict_s,
+            "runtime/attempts": float(self.attempts),
+            "runtime/this_attempt_s": this_attempt_s,
+            "runtime/lost_s": self.lost_s,
+            **{f"runtime/{k}_s": v for k, v in (self.stage_seconds or stage_seconds).items()},
+        }
+
+    def tags(self) -> dict[str, str]:
+        """``reused_checkpoint`` (true/false) and, on reuse, ``reused_from_run`` (the run that trained it)."""
+        if self.reused_from is None:
+            return {"reused_checkpoint": "false"}
+        return {"reused_checkpoint": "true", "reused_from_run": self.reused_from or "unknown"}
+
 
 def read_ledger(workdir: Path) -> list[Attempt]:
     """The attempts recorded in ``workdir``; empty when there is no ledger."""

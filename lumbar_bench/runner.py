@@ -147,13 +147,7 @@ def run(request: RunRequest) -> RunResult:
     cache_dir = request.cache_dir or datasets.default_cache_dir()
     data = datasets.load_data(request.data_dir, cache_dir, progress=request.progress)
     split, split_source = datasets.resolve_split(data, request.split_path, cache_dir)
-    n_train, n_eval = SUBSET_SIZES[request.subset]
-    labelled = set(data.labels.index)
-    train_ids = subset_studies([s for s in split.train_studies(request.fold) if s in labelled], n_train)
-    eval_ids = subset_studies([s for s in split.studies(request.fold) if s in labelled], n_eval)
-    if set(train_ids) & set(eval_ids):
-        raise LumbarBenchError("leakage: a study is both trained on and evaluated")
-
+    train_ids, eval_ids = _select_studies(data, split, request)
     cls = get_approach(request.approach)
     config = apply_overrides(cls.Config.for_subset(request.subset), request.overrides)
     chash = config_hash(request.approach, config)
@@ -166,28 +160,8 @@ def run(request: RunRequest) -> RunResult:
         / (f"{request.approach}-{chash}-{split.digest[:8]}-f{request.fold}-{request.subset}-s{request.seed}")
     )
     workdir.mkdir(parents=True, exist_ok=True)
-    tags = {
-        "approach": request.approach,
-        "config_hash": chash,
-        "split_digest": split.digest,
-        "data_digest": data.data_digest(),
-        "fold": request.fold,
-        "subset": request.subset,
-        "seed": request.seed,
-        "device": device,
-        "budget": budget.label(),
-        "budget_minutes": budget.minutes,
-        "dataset": datasets.describe(data),
-    }
-    params = {
-        **tags,
-        **{f"config.{k}": v for k, v in config_dict(config).items()},
-        **{f"version.{k}": v for k, v in package_versions().items()},
-        "n_train_studies": len(train_ids),
-        "n_eval_studies": len(eval_ids),
-        "split_source": split_source,
-        "threads": request.threads,
-    }
+    tags, params = _provenance(request, chash, split, split_source, data, device, budget, config)
+    params.update({"n_train_studies": len(train_ids), "n_eval_studies": len(eval_ids)})
     run_name = f"{request.approach}-f{request.fold}-{request.subset}"
     with (
         attempts.claim(workdir) as claim,
@@ -227,6 +201,51 @@ def run(request: RunRequest) -> RunResult:
     )
 
 
+def _provenance(
+    request: RunRequest,
+    chash: str,
+    split: Any,
+    split_source: str,
+    data: Any,
+    device: str,
+    budget: Budget,
+    config: Any,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The run's tags (what makes runs comparable) and params (tags, config, package versions)."""
+    tags = {
+        "approach": request.approach,
+        "config_hash": chash,
+        "split_digest": split.digest,
+        "data_digest": data.data_digest(),
+        "fold": request.fold,
+        "subset": request.subset,
+        "seed": request.seed,
+        "device": device,
+        "budget": budget.label(),
+        "budget_minutes": budget.minutes,
+        "dataset": datasets.describe(data),
+    }
+    params = {
+        **tags,
+        **{f"config.{k}": v for k, v in config_dict(config).items()},
+        **{f"version.{k}": v for k, v in package_versions().items()},
+        "split_source": split_source,
+        "threads": request.threads,
+    }
+    return tags, params
+
+
+def _select_studies(data: Any, split: Any, request: RunRequest) -> tuple[list[int], list[int]]:
+    """Training and evaluated studies of ``request``'s fold and subset; refuses any overlap."""
+    n_train, n_eval = SUBSET_SIZES[request.subset]
+    labelled = set(data.labels.index)
+    train_ids = subset_studies([s for s in split.train_studies(request.fold) if s in labelled], n_train)
+    eval_ids = subset_studies([s for s in split.studies(request.fold) if s in labelled], n_eval)
+    if set(train_ids) & set(eval_ids):
+        raise LumbarBenchError("leakage: a study is both trained on and evaluated")
+    return train_ids, eval_ids
+
+
 def _fit_and_evaluate(
     cls: type[Approach],
     config: Any,
@@ -246,8 +265,6 @@ def _fit_and_evaluate(
     Compute is counted over attempts (see :mod:`lumbar_bench.attempts`): a run that resumed an
     interrupted one logs the training seconds of both, one that reused a finished model the original's.
     """
-    from lumbar_bench import evaluation
-
     seed_everything(request.seed)
     t0 = time.monotonic()
     ctx = RunContext(
@@ -273,19 +290,10 @@ def _fit_and_evaluate(
     predictions = complete_submission(raw, eval_ids, request.approach)
     predict_s = time.monotonic() - t_fit
     total_s = cost.train_s + predict_s
-    metrics = evaluation.evaluate_and_log(
-        data.labels.loc[eval_ids],
-        predictions,
-        trun,
-        workdir,
-        title=f"{request.approach} fold {request.fold} ({request.subset})",
-    )
+    metrics = _score_and_log(request, data, train_ids, eval_ids, predictions, trun, workdir)
     metrics.update(ctx.extra_metrics)
-    metrics.update(evaluation.reference_scores(data, train_ids, eval_ids))
-    train_labels, eval_labels = data.labels.loc[train_ids], data.labels.loc[eval_ids]
-    trun.set_tags(evaluation.collapse_tags(request.approach, train_labels, eval_labels, predictions))
-    metrics.update(_runtime_metrics(cost, predict_s, time.monotonic() - t0, ctx.stage_seconds))
-    trun.set_tags(_reuse_tags(cost))
+    metrics.update(cost.metrics(predict_s, time.monotonic() - t0, ctx.stage_seconds))
+    trun.set_tags(cost.tags())
     if ctx.time_to_best_s is not None:
         metrics["runtime/time_to_best_s"] = ctx.time_to_best_s
     metrics.update(_gpu_metrics(device, cost.gpu_train_s + predict_s))
@@ -299,6 +307,26 @@ def _fit_and_evaluate(
     return metrics
 
 
+def _score_and_log(
+    request: RunRequest,
+    data: Any,
+    train_ids: list[int],
+    eval_ids: list[int],
+    predictions: pd.DataFrame,
+    trun: tracking.TrackedRun,
+    workdir: Path,
+) -> dict[str, float]:
+    """Score the held-out predictions with their evidence, the reference scores and the collapse tag."""
+    from lumbar_bench import evaluation
+
+    labels = data.labels.loc[eval_ids]
+    title = f"{request.approach} fold {request.fold} ({request.subset})"
+    metrics = evaluation.evaluate_and_log(labels, predictions, trun, workdir, title=title)
+    metrics.update(evaluation.reference_scores(data, train_ids, eval_ids))
+    trun.set_tags(evaluation.collapse_tags(request.approach, data.labels.loc[train_ids], labels, predictions))
+    return metrics
+
+
 def _torch_threads(n: int) -> AbstractContextManager[None]:
     """``n`` torch threads inside the block; nothing (and no torch import) for 0."""
     if n <= 0:
@@ -306,32 +334,6 @@ def _torch_threads(n: int) -> AbstractContextManager[None]:
     from lumbar_bench.stages.nnunet_train import torch_threads
 
     return torch_threads(n)
-
-
-def _runtime_metrics(
-    cost: attempts.Cost, predict_s: float, this_attempt_s: float, stage_seconds: dict[str, float]
-) -> dict[str, float]:
-    """``runtime/*``: training over all attempts (``train_s``), ``total_s = train_s + predict_s``.
-
-    ``this_attempt_s`` is what this process spent fitting, predicting and scoring; ``lost_s`` what
-    earlier attempts spent after their last checkpoint. On reuse the stage seconds are the original's.
-    """
-    return {
-        "runtime/train_s": cost.train_s,
-        "runtime/total_s": cost.train_s + predict_s,
-        "runtime/predict_s": predict_s,
-        "runtime/attempts": float(cost.attempts),
-        "runtime/this_attempt_s": this_attempt_s,
-        "runtime/lost_s": cost.lost_s,
-        **{f"runtime/{k}_s": v for k, v in (cost.stage_seconds or stage_seconds).items()},
-    }
-
-
-def _reuse_tags(cost: attempts.Cost) -> dict[str, str]:
-    """``reused_checkpoint`` (true/false) and, on reuse, ``reused_from_run`` (the run that trained it)."""
-    if cost.reused_from is None:
-        return {"reused_checkpoint": "false"}
-    return {"reused_checkpoint": "true", "reused_from_run": cost.reused_from or "unknown"}
 
 
 def _gpu_metrics(device: str, total_s: float) -> dict[str, float]:
