@@ -53,6 +53,19 @@ class Trainer:
         left = self.ctx.budget_left() - self.reserve
         return time.monotonic() + max(left, 0.0) / max(remaining, 1)
 
+    def _schedule(self, remaining: int) -> nt.Schedule:
+        """The config's epochs, iterations and optimiser, with this training's share of the budget."""
+        cfg = self.cfg
+        return nt.Schedule(
+            cfg.epochs,
+            cfg.iterations,
+            cfg.val_iterations,
+            initial_lr=cfg.lr,
+            optimizer=cfg.optimizer,
+            save_every=cfg.save_every,
+            deadline=self._deadline(remaining),
+        )
+
     def _epoch_logger(self, tag: str) -> Callable[[int, dict[str, float]], None]:
         def log_epoch(epoch: int, metrics: dict[str, float]) -> None:
             for key, value in metrics.items():
@@ -102,15 +115,7 @@ class Trainer:
                     len(folds[fold]["train"]),
                 )
                 continue
-            schedule = nt.Schedule(
-                self.cfg.epochs,
-                self.cfg.iterations,
-                self.cfg.val_iterations,
-                initial_lr=self.cfg.lr,
-                optimizer=self.cfg.optimizer,
-                save_every=self.cfg.save_every,
-                deadline=self._deadline(remaining - i),
-            )
+            schedule = self._schedule(remaining - i)
             seed_everything(
                 derived_seed(self.ctx.seed, "nnunet", dataset_id, fold)
             )  # cold or warm cache alike
