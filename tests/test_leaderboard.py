@@ -121,11 +121,9 @@ def test_study_parts_reproduce_the_official_score():
     probs[0, 0] = [0.0, 0.0, 2.0]  # unnormalised and clipped rows must match too
     num, den = study_parts(codes, probs)
     ev = Evidence(np.asarray(labels.index), np.zeros(len(labels), int), num, den)
-    from lumbar_bench.metrics.bootstrap import fold_mean_scores
+    from lumbar_bench.metrics.bootstrap import point_estimate
 
-    assert fold_mean_scores(ev, np.ones((1, len(labels))))[0] == pytest.approx(
-        score_arrays(codes, probs).score, rel=1e-12
-    )
+    assert point_estimate(ev) == pytest.approx(score_arrays(codes, probs).score, rel=1e-12)
 
 
 def test_bootstrap_interval_and_paired_p_value():
@@ -140,9 +138,9 @@ def test_bootstrap_interval_and_paired_p_value():
     good, bad = evidence(0.7), evidence(0.0)
     low, high = bootstrap_ci(good, 500, 0)
     assert (low, high) == bootstrap_ci(good, 500, 0)  # fixed seed: reproducible
-    from lumbar_bench.metrics.bootstrap import fold_mean_scores
+    from lumbar_bench.metrics.bootstrap import point_estimate
 
-    point = fold_mean_scores(good, np.ones((1, 80)))[0]
+    point = point_estimate(good)
     assert low < point < high
     clear = paired_bootstrap(good, bad, "resnet18", 500, 0)
     assert clear.diff < 0 and clear.ci_high < 0 and clear.p_value < 0.01 and clear.n_studies == 80

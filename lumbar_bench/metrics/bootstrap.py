@@ -95,17 +95,6 @@ def study_parts(codes: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.nd
     return num, den
 
 
-def fold_mean_scores(ev: Evidence, weights: np.ndarray) -> np.ndarray:
-    """Mean over folds of the fold scores for each row of study ``weights`` ``(B, studies)``."""
-    scores = []
-    for fold in np.unique(ev.folds):
-        cols = ev.folds == fold
-        with np.errstate(invalid="ignore", divide="ignore"):
-            parts = (weights[:, cols] @ ev.num[cols]) / (weights[:, cols] @ ev.den[cols])
-        scores.append(_combine(parts))
-    return np.mean(scores, axis=0)
-
-
 def _combine(parts: np.ndarray) -> np.ndarray:
     """Score of each row of parts ``(B, 4)``, as :func:`combine_parts`: a part with no weight is left out."""
     scale = np.where(np.array(PART_NAMES) == "any_severe_spinal", ANY_SEVERE_SCALAR, 1.0)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from lumbar_bench.constants import LABEL_COLUMNS
-from lumbar_bench.metrics.bootstrap import Evidence, fold_mean_scores, study_parts
+from lumbar_bench.metrics.bootstrap import Evidence, point_estimate, study_parts
 from lumbar_bench.metrics.score import score_arrays
 
 SPINAL = [i for i, c in enumerate(LABEL_COLUMNS) if c.startswith("spinal")]
@@ -20,7 +20,7 @@ def _random(n: int, seed: int, blank: float = 0.05) -> tuple[np.ndarray, np.ndar
 def _point(codes: np.ndarray, probs: np.ndarray) -> float:
     num, den = study_parts(codes, probs)
     ev = Evidence(np.arange(len(codes)), np.zeros(len(codes), dtype=int), num, den)
-    return float(fold_mean_scores(ev, np.ones((1, len(codes))))[0])
+    return point_estimate(ev)
 
 
 def test_point_estimate_equals_the_score_with_blank_labels():
