@@ -22,13 +22,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lumbar_bench.constants import PRIOR_APPROACH
 from lumbar_bench.errors import ConfigError
 
 SUBSET, FOLD, SEED, DEVICE = "ci", 0, 0, "cpu"
 #: torch threads of a gate run: the CI machine's two cores.
 GATE_THREADS = 2
 #: The approach every learned one must beat; its expected score is the collapse line.
-REFERENCE = "prior"
+REFERENCE = PRIOR_APPROACH
 MIN_TOLERANCE = 0.01
 VARIATION_FACTOR = 3.0
 #: Measurement runs of ``check --update``: name -> torch threads. Each is a fresh process with an empty cache.

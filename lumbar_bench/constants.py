@@ -59,3 +59,7 @@ def split_label(label: str) -> tuple[str, str]:
 def slug(text: str) -> str:
     """Metric-name form of a series description: ``"Sagittal T2/STIR"`` -> ``"sagittal_t2_stir"``."""
     return "".join(ch if ch.isalnum() else "_" for ch in text.lower()).strip("_")
+
+
+#: The class-frequency approach: the reference every learned approach must beat, never "collapsed".
+PRIOR_APPROACH = "prior"

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from lumbar_bench.constants import GROUP_SERIES, LABEL_COLUMNS, SCORE_GROUPS, slug
+from lumbar_bench.constants import GROUP_SERIES, LABEL_COLUMNS, PRIOR_APPROACH, SCORE_GROUPS, slug
 from lumbar_bench.data.labels import labels_to_frame
 from lumbar_bench.figures import confusion_figure
 from lumbar_bench.metrics.classification import classification_metrics, severity_confusion
@@ -116,6 +116,6 @@ def collapse_tags(
     approach: str, train_labels: pd.DataFrame, eval_labels: pd.DataFrame, predictions: pd.DataFrame
 ) -> dict[str, str]:
     """``{"collapsed_to_prior": "true"|"false"}`` for a learned approach; nothing for ``prior`` itself."""
-    if approach == "prior":
+    if approach == PRIOR_APPROACH:
         return {}
     return {"collapsed_to_prior": str(collapsed_to_prior(train_labels, eval_labels, predictions)).lower()}

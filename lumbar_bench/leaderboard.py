@@ -270,7 +270,7 @@ def _row(approach: str, chash: str, runs: list[Any], ev: Evidence | None, reques
     low, high = bootstrap_ci(ev, request.n_boot, request.seed) if ev is not None else (np.nan, np.nan)
     folds, seeds = tuple(sorted(set(frame["fold"]))), tuple(sorted(set(frame["seed"])))
     exceeded = sum(_tag(r, "budget_exceeded") == "true" for r in runs)
-    collapsed = sum(_tag(r, "collapsed_to_prior") == "true" for r in runs) if approach != "prior" else 0
+    collapsed = sum(_tag(r, "collapsed_to_prior") == "true" for r in runs)  # never set on the prior's runs
     n_studies = 0 if ev is None else len(np.unique(ev.study_ids))
     return BoardRow(
         approach,
