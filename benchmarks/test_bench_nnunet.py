@@ -2,7 +2,7 @@
 
 The network, patch, batch size and iterations per epoch come from the ``nnunet-raw``
 approach's ``Config.for_subset("ci")`` (its ``plan()`` and ``iterations``), trained through the harness's own
-``lumbar_bench.stages.nnunet_train`` on a small synthetic 2D dataset (ellipses on
+``lumbar_bench.approaches.nnunet.trainer`` on a small synthetic 2D dataset (ellipses on
 noise, three classes), so the benchmark measures nnU-Net's training loop, not the
 pseudo-mask pipeline. ``extra_info``:
 
@@ -44,7 +44,7 @@ def _ci_plan_and_schedule() -> tuple[object, int]:
 
 def _cases(patch: int):
     """Ellipses of two classes on a noisy background, ``patch`` pixels square."""
-    from lumbar_bench.stages.nnunet_dataset import Case
+    from lumbar_bench.approaches.nnunet.dataset import Case
 
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[:patch, :patch]
@@ -60,8 +60,8 @@ def _cases(patch: int):
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """Export, plan and preprocess the synthetic dataset once."""
-    from lumbar_bench.stages import nnunet_dataset as nd
-    from lumbar_bench.stages import nnunet_train as nt
+    from lumbar_bench.approaches.nnunet import dataset as nd
+    from lumbar_bench.approaches.nnunet import trainer as nt
 
     plan, iterations = _ci_plan_and_schedule()
     root = Path(tmp_path_factory.mktemp("bench_nnunet"))
@@ -76,7 +76,7 @@ def prepared(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 def test_nnunet_train_iterations_per_second(benchmark, prepared) -> None:
-    from lumbar_bench.stages import nnunet_train as nt
+    from lumbar_bench.approaches.nnunet import trainer as nt
 
     paths, iterations = prepared["paths"], prepared["iterations"]
     counter = itertools.count()

@@ -20,10 +20,11 @@ from typing import Any
 import pandas as pd
 
 from lumbar_bench import attempts, datasets, tracking
-from lumbar_bench.approaches.base import Approach, RunContext
+from lumbar_bench.approaches.base import Approach
 from lumbar_bench.budget import Budget, Watchdog
 from lumbar_bench.config import SUBSETS, apply_overrides, config_dict, config_hash
 from lumbar_bench.constants import LABEL_COLUMNS, PROB_COLUMNS, row_id
+from lumbar_bench.context import RunContext
 from lumbar_bench.errors import ConfigError, LumbarBenchError, SubmissionError
 from lumbar_bench.registry import get_approach, get_spec
 from lumbar_bench.seeding import seed_everything
@@ -331,7 +332,7 @@ def _torch_threads(n: int) -> AbstractContextManager[None]:
     """``n`` torch threads inside the block; nothing (and no torch import) for 0."""
     if n <= 0:
         return nullcontext()
-    from lumbar_bench.stages.nnunet_train import torch_threads
+    from lumbar_bench.seeding import torch_threads
 
     return torch_threads(n)
 

@@ -25,9 +25,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lumbar_bench.approaches.base import Approach, RunContext
+from lumbar_bench.approaches.base import Approach
 from lumbar_bench.config import config_hash
 from lumbar_bench.constants import LABEL_COLUMNS, PROB_COLUMNS, SERIES_TYPES, SEVERITY_WEIGHTS, row_id
+from lumbar_bench.context import RunContext
 from lumbar_bench.data.dicom import sagittal_side
 from lumbar_bench.data.rsna import RSNAData
 from lumbar_bench.errors import DataError

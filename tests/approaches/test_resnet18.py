@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from lumbar_bench.approaches.base import RunContext
 from lumbar_bench.approaches.resnet18 import ResNet18Approach, ResNet18Config, build_model, fit_temperature
+from lumbar_bench.context import RunContext
 from lumbar_bench.data.rsna import RSNAData
 from lumbar_bench.errors import DataError
 

@@ -17,14 +17,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lumbar_bench.approaches.base import RunContext
+from lumbar_bench.approaches.nnunet import dataset as nd
+from lumbar_bench.approaches.nnunet import pipeline as pl
+from lumbar_bench.approaches.nnunet import trainer as nt
+from lumbar_bench.approaches.nnunet.pseudo_masks import ClassScheme, load_case
+from lumbar_bench.approaches.nnunet.seg_eval import DiceBook, evaluate_cases, read_truth_labels
 from lumbar_bench.constants import slug
+from lumbar_bench.context import RunContext
 from lumbar_bench.seeding import derived_seed, seed_everything
-from lumbar_bench.stages import nnunet_dataset as nd
-from lumbar_bench.stages import nnunet_train as nt
-from lumbar_bench.stages import pipeline as pl
-from lumbar_bench.stages.pseudo_masks import ClassScheme, load_case
-from lumbar_bench.stages.seg_eval import DiceBook, evaluate_cases, read_truth_labels
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +173,7 @@ class Trainer:
         evaluate: Callable[[dict[str, Path], object], object],
     ) -> dict[str, Path]:
         """Stage 1 on QC'd masks (k folds over ``rest``), out-of-fold merge, stage 2 on the merged masks."""
-        from lumbar_bench.stages.nnunet_predict import Predictor
+        from lumbar_bench.approaches.nnunet.predictor import Predictor
 
         cfg, ctx = self.cfg, self.ctx
         parts = nd.kfold_studies(rest, max(cfg.refine_folds, 2), ctx.seed + 1)
@@ -261,8 +261,8 @@ class Trainer:
         child=None,
     ) -> dict[str, float]:  # noqa: ANN001
         """Held-out Dice (pseudo-masks, truth) and overlays for a few held-out studies."""
-        from lumbar_bench.stages import overlays as ov
-        from lumbar_bench.stages.nnunet_predict import Predictor
+        from lumbar_bench.approaches.nnunet import overlays as ov
+        from lumbar_bench.approaches.nnunet.predictor import Predictor
 
         ctx = self.ctx
         fns = {d: Predictor(p, ctx.device).probabilities for d, p in models.items()}

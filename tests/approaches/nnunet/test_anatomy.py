@@ -1,6 +1,6 @@
 import numpy as np
 
-from lumbar_bench.stages import anatomy as an
+from lumbar_bench.approaches.nnunet import anatomy as an
 
 
 def _spine(size=64):

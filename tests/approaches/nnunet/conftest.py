@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from lumbar_bench.approaches.nnunet import pipeline as pl
+from lumbar_bench.approaches.nnunet.pseudo_masks import MaskConfig
+from lumbar_bench.approaches.nnunet.vertebrae import VertebraConfig
 from lumbar_bench.data.rsna import RSNAData
-from lumbar_bench.stages import pipeline as pl
-from lumbar_bench.stages.pseudo_masks import MaskConfig
-from lumbar_bench.stages.vertebrae import VertebraConfig
 
 VCFG = VertebraConfig(
     size=64,

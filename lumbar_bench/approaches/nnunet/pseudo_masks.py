@@ -21,11 +21,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from lumbar_bench.approaches.nnunet import anatomy as an
+from lumbar_bench.approaches.nnunet.schemes import ClassScheme, derive_schemes, load_schemes, save_schemes
+from lumbar_bench.approaches.nnunet.vertebrae import DISC, VERTEBRA, resize, segment
 from lumbar_bench.errors import DataError
 from lumbar_bench.progress import progress_bar
-from lumbar_bench.stages import anatomy as an
-from lumbar_bench.stages.schemes import ClassScheme, derive_schemes, load_schemes, save_schemes
-from lumbar_bench.stages.vertebrae import DISC, VERTEBRA, resize, segment
 
 log = logging.getLogger(__name__)
 

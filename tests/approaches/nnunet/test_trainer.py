@@ -4,8 +4,8 @@ import os
 import numpy as np
 import pytest
 
-from lumbar_bench.stages import nnunet_dataset as nd
-from lumbar_bench.stages import nnunet_train as nt
+from lumbar_bench.approaches.nnunet import dataset as nd
+from lumbar_bench.approaches.nnunet import trainer as nt
 
 
 def test_env_is_set_only_inside_the_block(tmp_path, monkeypatch):

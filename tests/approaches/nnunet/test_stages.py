@@ -8,11 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from lumbar_bench.approaches.nnunet import grading as gr
+from lumbar_bench.approaches.nnunet import qc
+from lumbar_bench.approaches.nnunet.pseudo_masks import load_case, load_schemes
+from lumbar_bench.approaches.nnunet.schemes import derive_schemes
 from lumbar_bench.approaches.prior import fit_prior
-from lumbar_bench.stages import grading as gr
-from lumbar_bench.stages import qc
-from lumbar_bench.stages.pseudo_masks import load_case, load_schemes
-from lumbar_bench.stages.schemes import derive_schemes
 
 pytestmark = pytest.mark.slow
 

@@ -5,7 +5,7 @@ label coordinates are painted into pseudo-masks, mask QC scores them, and an nnU
 per series type learns them; its probabilities are turned into grades. The variants
 differ only in their config: ``raw`` trains on every mask, ``qc`` on those passing QC,
 ``refined`` adds a second nnU-Net trained on out-of-fold predictions merged with the
-annotated lesions. Stages are cached (see :mod:`lumbar_bench.stages.pipeline`).
+annotated lesions. Stages are cached (see :mod:`lumbar_bench.approaches.nnunet.pipeline`).
 """
 
 from __future__ import annotations
@@ -21,15 +21,22 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lumbar_bench.approaches.base import Approach, RunContext
+from lumbar_bench.approaches.base import Approach
+from lumbar_bench.approaches.nnunet import grading as gr
+from lumbar_bench.approaches.nnunet import pipeline as pl
+from lumbar_bench.approaches.nnunet.pseudo_masks import (
+    ClassScheme,
+    MaskConfig,
+    load_case,
+    load_schemes,
+    save_schemes,
+)
+from lumbar_bench.approaches.nnunet.vertebrae import VertebraConfig
 from lumbar_bench.approaches.prior import fit_prior
 from lumbar_bench.constants import LABEL_COLUMNS, PROB_COLUMNS, SCORE_GROUPS, row_id, slug
+from lumbar_bench.context import RunContext
 from lumbar_bench.errors import ConfigError, DataError
 from lumbar_bench.progress import progress_bar
-from lumbar_bench.stages import grading as gr
-from lumbar_bench.stages import pipeline as pl
-from lumbar_bench.stages.pseudo_masks import ClassScheme, MaskConfig, load_case, load_schemes, save_schemes
-from lumbar_bench.stages.vertebrae import VertebraConfig
 
 log = logging.getLogger(__name__)
 VARIANTS = ("raw", "qc", "refined")
@@ -176,14 +183,14 @@ class NnUNetApproach(Approach):
     # ------------------------------------------------------------------ fit
     def fit(self, data, study_ids: Sequence[int], ctx: RunContext) -> None:  # noqa: ANN001
         """Run every stage on the training studies; only ``study_ids`` are ever looked at."""
-        from lumbar_bench.stages.nnunet_train import torch_threads
+        from lumbar_bench.seeding import torch_threads
 
         with torch_threads(self.config.threads):
             self._fit(data, study_ids, ctx)
 
     def _fit(self, data, study_ids: Sequence[int], ctx: RunContext) -> None:  # noqa: ANN001
-        from lumbar_bench.stages import nnunet_dataset as nd
-        from lumbar_bench.stages.training import Trainer
+        from lumbar_bench.approaches.nnunet import dataset as nd
+        from lumbar_bench.approaches.nnunet.training import Trainer
 
         cfg, ids = self.config, sorted(int(s) for s in study_ids)
         self.prior = fit_prior(data.labels.loc[ids])
@@ -270,8 +277,8 @@ class NnUNetApproach(Approach):
         ctx.extra_metrics[f"cache/{name}_hit"] = float(result.hit)
 
     def _qc(self, mask_dir: Path, cases: pd.DataFrame, ctx: RunContext) -> pd.DataFrame:
-        from lumbar_bench.stages import overlays as ov
-        from lumbar_bench.stages import qc
+        from lumbar_bench.approaches.nnunet import overlays as ov
+        from lumbar_bench.approaches.nnunet import qc
 
         cfg = self.config
         report = qc.run_qc(mask_dir, qc.QCConfig(threshold=cfg.qc_threshold, manual=cfg.qc_manual))
@@ -298,7 +305,7 @@ class NnUNetApproach(Approach):
     # -------------------------------------------------------------- predict
     def predictor(self, desc: str, device: str):  # noqa: ANN201
         """Return the loaded nnU-Net of one series type (cached)."""
-        from lumbar_bench.stages.nnunet_predict import Predictor
+        from lumbar_bench.approaches.nnunet.predictor import Predictor
 
         if desc not in self._predictors:
             self._predictors[desc] = Predictor(self.models[desc], device)
@@ -306,7 +313,7 @@ class NnUNetApproach(Approach):
 
     def predict(self, data, study_ids: Sequence[int], ctx: RunContext) -> pd.DataFrame:  # noqa: ANN001
         """Grades from the segmentation where it finds something, the training prior elsewhere."""
-        from lumbar_bench.stages.nnunet_train import torch_threads
+        from lumbar_bench.seeding import torch_threads
 
         with torch_threads(self.config.threads):
             return self._predict(data, study_ids, ctx)

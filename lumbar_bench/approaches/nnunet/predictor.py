@@ -20,7 +20,7 @@ class Predictor:
         from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
         from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-        from lumbar_bench.stages.nnunet_train import TINY, _LogStream, trainer_class
+        from lumbar_bench.approaches.nnunet.trainer import TINY, _LogStream, trainer_class
 
         base = Path(fold_dir).parent
         plans = json.loads((base / "plans.json").read_text())
@@ -55,7 +55,7 @@ class Predictor:
 
     def probabilities(self, image: np.ndarray) -> np.ndarray:
         """Class probabilities ``(n_classes, H, W)`` of one 2D image in [0, 1]."""
-        from lumbar_bench.stages.nnunet_train import _LogStream
+        from lumbar_bench.approaches.nnunet.trainer import _LogStream
 
         x = np.asarray(image, dtype=np.float32)[None, None]
         with contextlib.redirect_stdout(_LogStream()):

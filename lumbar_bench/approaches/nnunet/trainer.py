@@ -155,24 +155,6 @@ def _small_fingerprint_class() -> type:
     return SmallFingerprint
 
 
-@contextlib.contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """Use ``n`` torch threads inside the block (0 = leave as is); restores the previous count.
-
-    On a small, shared CPU one thread avoids oversubscription, which slows small
-    networks (instance norm especially) by up to ten times.
-    """
-    import torch
-
-    before = torch.get_num_threads()
-    if n > 0:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def _dataset_name(dataset_id: int, paths: NnUNetPaths) -> str:
     """``DatasetXXX_Name`` of ``dataset_id`` in the raw folder."""
     prefix = f"Dataset{int(dataset_id):03d}_"

@@ -1,6 +1,6 @@
 import json
 
-from lumbar_bench.stages.cache import cached_stage, stage_key
+from lumbar_bench.stage_cache import cached_stage, stage_key
 
 
 def test_stage_is_built_once_and_reused(tmp_path):

@@ -1,6 +1,6 @@
 """Cached stage wiring shared by the nnU-Net approaches: vertebrae, pseudo-masks, nnU-Net datasets.
 
-Each function builds one stage through :func:`~lumbar_bench.stages.cache.cached_stage` and
+Each function builds one stage through :func:`~lumbar_bench.stage_cache.cached_stage` and
 reports its runtime and whether the cache answered, so a second approach on the same
 data, split and subset reuses the vertebra U-Net and the pseudo-masks.
 """
@@ -16,17 +16,17 @@ from pathlib import Path
 
 import pandas as pd
 
-from lumbar_bench.constants import slug
-from lumbar_bench.stages import nnunet_dataset as nd
-from lumbar_bench.stages import nnunet_train as nt
-from lumbar_bench.stages.cache import StageResult, cached_stage, stage_key
-from lumbar_bench.stages.pseudo_masks import ClassScheme, MaskConfig, build_pseudo_masks, load_case
-from lumbar_bench.stages.vertebrae import (
+from lumbar_bench.approaches.nnunet import dataset as nd
+from lumbar_bench.approaches.nnunet import trainer as nt
+from lumbar_bench.approaches.nnunet.pseudo_masks import ClassScheme, MaskConfig, build_pseudo_masks, load_case
+from lumbar_bench.approaches.nnunet.vertebrae import (
     VertebraConfig,
     load_vertebra_model,
     spider_digest,
     train_vertebra_model,
 )
+from lumbar_bench.constants import slug
+from lumbar_bench.stage_cache import StageResult, cached_stage, stage_key
 
 log = logging.getLogger(__name__)
 

@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from lumbar_bench.approaches.nnunet.pseudo_masks import ClassScheme
+from lumbar_bench.approaches.nnunet.vertebrae import DISC, VERTEBRA, resize, spider_classes
 from lumbar_bench.constants import CONDITIONS, LABEL_COLUMNS, LEVELS, slug
 from lumbar_bench.metrics.dice import dice_counts, dice_from_counts, mean_dice
-from lumbar_bench.stages.pseudo_masks import ClassScheme
-from lumbar_bench.stages.vertebrae import DISC, VERTEBRA, resize, spider_classes
 
 log = logging.getLogger(__name__)
 

@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from lumbar_bench.approaches.nnunet import anatomy as an
+from lumbar_bench.approaches.nnunet.pseudo_masks import ClassScheme, axial_level, working_stack
 from lumbar_bench.constants import LABEL_COLUMNS, LEVELS, SCORE_GROUPS
 from lumbar_bench.errors import DataError
-from lumbar_bench.stages import anatomy as an
-from lumbar_bench.stages.pseudo_masks import ClassScheme, axial_level, working_stack
 
 log = logging.getLogger(__name__)
 _ROW = {lab: i for i, lab in enumerate(LABEL_COLUMNS)}

@@ -1,0 +1,8 @@
+"""The original study's segmentation route, one package: ``nnunet-raw``, ``nnunet-qc``, ``nnunet-refined``.
+
+``vertebrae`` (smp U-Net on SPIDER) -> ``pseudo_masks`` (coordinates painted on the
+annotated slices) -> ``qc`` (plausibility per series) -> ``dataset``/``trainer``/``predictor``
+(nnU-Net v2 export, plan, train, predict) -> ``grading`` (probabilities -> 25 x 3 per study).
+``approach`` wires them into the three registered approaches; each stage is cached by the
+harness's :mod:`lumbar_bench.stage_cache`.
+"""
