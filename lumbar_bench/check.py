@@ -115,22 +115,20 @@ class CheckRequest:
     progress: bool = False
 
 
-def _observed_from_run(approach: str, run: Any) -> Observed:
-    """Observed values of an MLflow run."""
-    metrics, tags = run.data.metrics, run.data.tags
-    status = run.info.status
+def _observed_from_run(approach: str, run: tracking.RunRecord) -> Observed:
+    """Observed values of a tracked run."""
     return Observed(
         approach=approach,
-        status=status,
-        run_id=run.info.run_id,
-        rsna_score=metrics.get("rsna_score"),
-        dice_mean=metrics.get("dice_mean"),
-        runtime_s=metrics.get("runtime/total_s"),
-        budget_exceeded=tags.get("budget_exceeded") == "true",
-        collapsed=tags.get("collapsed_to_prior") == "true",
-        split_digest=tags.get("split_digest", ""),
-        data_digest=tags.get("data_digest", ""),
-        message=tags.get("failure_message", "") if status != "FINISHED" else "",
+        status=run.status,
+        run_id=run.run_id,
+        rsna_score=run.metric("rsna_score"),
+        dice_mean=run.metric("dice_mean"),
+        runtime_s=run.metric("runtime/total_s"),
+        budget_exceeded=run.tag("budget_exceeded") == "true",
+        collapsed=run.tag("collapsed_to_prior") == "true",
+        split_digest=run.tag("split_digest"),
+        data_digest=run.tag("data_digest"),
+        message=run.tag("failure_message") if run.status != "FINISHED" else "",
     )
 
 
@@ -163,15 +161,12 @@ def run_approach(approach: str, request: CheckRequest, seed: int = SEED) -> Obse
 
 def latest_run(approach: str, request: CheckRequest) -> Observed:
     """Return the latest top-level ci fold-0 run of ``approach`` in the store, whatever its status."""
-    query = f"tags.approach = '{approach}' and tags.subset = '{SUBSET}' and tags.fold = '{FOLD}'"
-    runs = [
-        r
-        for r in tracking.search_runs(request.tracking_uri, request.experiment, query)
-        if "mlflow.parentRunId" not in r.data.tags
-    ]
+    runs = tracking.find_runs(
+        request.tracking_uri, request.experiment, approach=approach, subset=SUBSET, fold=FOLD, top_level=True
+    )
     if not runs:
         return Observed(approach, "MISSING", message=f"no run in experiment {request.experiment!r}")
-    return _observed_from_run(approach, max(runs, key=lambda r: r.info.start_time))
+    return _observed_from_run(approach, max(runs, key=lambda r: r.start_time))
 
 
 def judge(approach: str, expected: Expected | None, got: Observed, baseline: Baseline) -> Verdict:

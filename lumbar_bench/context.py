@@ -1,7 +1,8 @@
 """What a run hands an approach besides its config and the data: folders, device, seed, budget, loggers.
 
 The runner builds one :class:`RunContext` per run; approaches read it and call its
-loggers and compute-ledger hooks, and never import the tracking backend.
+loggers and compute-ledger hooks, and never import the tracking backend. What an approach
+measured comes back as a :class:`~lumbar_bench.approaches.base.FitReport`, not through here.
 """
 
 from __future__ import annotations
@@ -81,12 +82,6 @@ class RunContext:
     #: ``with ctx.nested_run("stage-1") as child:`` opens a nested tracking run; ``child`` has
     #: ``log_metric``, ``log_metrics``, ``log_params`` and ``log_artifact``.
     nested_run: Callable[[str], contextlib.AbstractContextManager] = field(default=_no_nested)
-    #: Extra metrics an approach reports for the runner to log once (e.g. ``dice/<class>``).
-    extra_metrics: dict[str, float] = field(default_factory=dict)
-    #: Stage runtimes in seconds, logged as ``runtime/<stage>_s``.
-    stage_seconds: dict[str, float] = field(default_factory=dict)
-    #: Seconds from the start of training to the best epoch, when the approach knows it.
-    time_to_best_s: float | None = None
     #: The runner's compute ledger; approaches call :meth:`checkpointed` and :meth:`resumed`.
     on_checkpoint: Callable[[], None] = field(default=_no_checkpoint)
     on_resume: Callable[[bool], float] = field(default=_no_resume)

@@ -23,7 +23,6 @@ import logging
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -43,6 +42,7 @@ from lumbar_bench.constants import LABEL_COLUMNS
 from lumbar_bench.errors import ConfigError, DataError
 from lumbar_bench.metrics.bootstrap import Evidence, Paired, bootstrap_ci, paired_bootstrap, study_parts
 from lumbar_bench.metrics.score import submission_matrix
+from lumbar_bench.tracking import RunRecord
 
 __all__ = [
     "BASELINE",
@@ -137,46 +137,44 @@ class Leaderboard:
         return [r for row in self.rows for r in row.run_ids]
 
 
-def _tag(run: Any, key: str, default: str = "") -> str:
-    return run.data.tags.get(key, default)
+def _fold(run: RunRecord) -> int:
+    return int(run.tag("fold", "0"))
 
 
-def _fold(run: Any) -> int:
-    return int(_tag(run, "fold", "0"))
+def _seed(run: RunRecord) -> int:
+    return int(run.tag("seed", "0"))
 
 
-def _seed(run: Any) -> int:
-    return int(_tag(run, "seed", "0"))
-
-
-def comparable_key(run: Any) -> tuple[str, str, str]:
+def comparable_key(run: RunRecord) -> tuple[str, str, str]:
     """Return what must match for two runs to be ranked together: split digest, subset, data digest."""
-    return _tag(run, "split_digest"), _tag(run, "subset"), _tag(run, "data_digest")
+    return run.tag("split_digest"), run.tag("subset"), run.tag("data_digest")
 
 
-def find_runs(request: BoardRequest) -> list[Any]:
-    """FINISHED top-level ``lumbar-bench run`` runs of the experiment, filtered in the query."""
-    clauses = ["attributes.status = 'FINISHED'"]
-    if request.subset:
-        clauses.append(f"tags.subset = '{request.subset}'")
-    if request.split:
-        if not all(ch in "0123456789abcdef" for ch in request.split):
-            raise ConfigError(f"--split {request.split!r}: expected a (prefix of a) hex split digest")
-        clauses.append(f"tags.split_digest LIKE '{request.split}%'")
-    runs = tracking.search_runs(request.tracking_uri, request.experiment, " and ".join(clauses))
-    return [r for r in runs if _tag(r, "approach") and "mlflow.parentRunId" not in r.data.tags]
+def find_runs(request: BoardRequest) -> list[RunRecord]:
+    """FINISHED top-level ``lumbar-bench run`` runs of the experiment, filtered in the store."""
+    if request.split and not all(ch in "0123456789abcdef" for ch in request.split):
+        raise ConfigError(f"--split {request.split!r}: expected a (prefix of a) hex split digest")
+    runs = tracking.find_runs(
+        request.tracking_uri,
+        request.experiment,
+        status="FINISHED",
+        subset=request.subset or None,
+        split_prefix=request.split or None,
+        top_level=True,
+    )
+    return [r for r in runs if r.tag("approach")]
 
 
-def select_comparable(runs: list[Any]) -> list[Any]:
+def select_comparable(runs: list[RunRecord]) -> list[RunRecord]:
     """Return the runs if all are comparable; else raise ConfigError listing the groups."""
-    groups: dict[tuple[str, str, str], list[Any]] = {}
+    groups: dict[tuple[str, str, str], list[RunRecord]] = {}
     for run in runs:
         groups.setdefault(comparable_key(run), []).append(run)
     if len(groups) <= 1:
         return runs
     lines = [
         f"  --split {s[:12]} --subset {sub}  (data {d[:12]}): {len(g)} runs of "
-        f"{', '.join(sorted({_tag(r, 'approach') for r in g}))}"
+        f"{', '.join(sorted({r.tag('approach') for r in g}))}"
         for (s, sub, d), g in groups.items()
     ]
     raise ConfigError(
@@ -185,25 +183,25 @@ def select_comparable(runs: list[Any]) -> list[Any]:
     )
 
 
-def latest_per_fold_and_seed(runs: list[Any]) -> tuple[list[Any], list[str]]:
+def latest_per_fold_and_seed(runs: list[RunRecord]) -> tuple[list[RunRecord], list[str]]:
     """One run per (approach, config hash, fold, seed): the latest; notes say what was dropped."""
-    by_key: dict[tuple[str, str, int, int], list[Any]] = {}
+    by_key: dict[tuple[str, str, int, int], list[RunRecord]] = {}
     for run in runs:
-        key = (_tag(run, "approach"), _tag(run, "config_hash"), _fold(run), _seed(run))
+        key = (run.tag("approach"), run.tag("config_hash"), _fold(run), _seed(run))
         by_key.setdefault(key, []).append(run)
     kept, notes = [], []
     for (approach, chash, fold, seed), group in sorted(by_key.items()):
-        group.sort(key=lambda r: r.info.start_time, reverse=True)
+        group.sort(key=lambda r: r.start_time, reverse=True)
         kept.append(group[0])
         if len(group) > 1:
             notes.append(
                 f"{approach} {chash} fold {fold} seed {seed}: {len(group)} finished runs, "
-                f"took the latest ({group[0].info.run_id[:8]})"
+                f"took the latest ({group[0].run_id[:8]})"
             )
     return kept, notes
 
 
-def seed_gaps(approach: str, chash: str, runs: list[Any]) -> list[str]:
+def seed_gaps(approach: str, chash: str, runs: list[RunRecord]) -> list[str]:
     """Notes naming each fold that lacks a seed the row ran elsewhere (e.g. ``fold 0 lacks seed 2``)."""
     seeds = {_seed(r) for r in runs}
     notes = []
@@ -215,22 +213,22 @@ def seed_gaps(approach: str, chash: str, runs: list[Any]) -> list[str]:
     return notes
 
 
-def load_evidence(uri: str, runs: list[Any]) -> Evidence:
+def load_evidence(uri: str, runs: list[RunRecord]) -> Evidence:
     """Pool the held-out ``labels.csv``/``predictions.csv`` of ``runs`` (one per fold and seed)."""
     from lumbar_bench.data.labels import read_labels
 
     ids, folds, seeds, nums, dens = [], [], [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         for run in runs:
-            dst = Path(tmp) / run.info.run_id
+            dst = Path(tmp) / run.run_id
             try:
-                labels = read_labels(tracking.local_artifact(uri, run.info.run_id, "labels.csv", dst))
+                labels = read_labels(tracking.local_artifact(uri, run.run_id, "labels.csv", dst))
                 preds = pd.read_csv(
-                    tracking.local_artifact(uri, run.info.run_id, "predictions.csv", dst),
+                    tracking.local_artifact(uri, run.run_id, "predictions.csv", dst),
                     dtype={"row_id": str},
                 )
             except Exception as exc:  # noqa: BLE001 - a run without evidence gets no interval
-                raise DataError(f"run {run.info.run_id}: cannot read its predictions/labels ({exc})") from exc
+                raise DataError(f"run {run.run_id}: cannot read its predictions/labels ({exc})") from exc
             codes = labels[list(LABEL_COLUMNS)].to_numpy(dtype=np.int64)
             num, den = study_parts(codes, submission_matrix(labels, preds))
             ids.append(np.asarray(labels.index, dtype=np.int64))
@@ -258,10 +256,12 @@ def seed_std(frame: pd.DataFrame, column: str = "rsna_score") -> float:
     return float(complete.std(ddof=1)) if len(complete) > 1 else float("nan")
 
 
-def _row(approach: str, chash: str, runs: list[Any], ev: Evidence | None, request: BoardRequest) -> BoardRow:
+def _row(
+    approach: str, chash: str, runs: list[RunRecord], ev: Evidence | None, request: BoardRequest
+) -> BoardRow:
     """Aggregate one approach/config's runs (one per fold and seed)."""
     runs = sorted(runs, key=lambda r: (_fold(r), _seed(r)))
-    frame = pd.DataFrame([r.data.metrics for r in runs])
+    frame = pd.DataFrame([dict(r.metrics) for r in runs])
     frame["fold"], frame["seed"] = [_fold(r) for r in runs], [_seed(r) for r in runs]
     means = balanced_mean(frame).drop(["seed"])
     metrics = {k: float(v) for k, v in means.items() if np.isfinite(v)}
@@ -269,19 +269,19 @@ def _row(approach: str, chash: str, runs: list[Any], ev: Evidence | None, reques
     metrics["rsna_score_std"] = float(fold_scores.std(ddof=1)) if len(fold_scores) > 1 else 0.0
     low, high = bootstrap_ci(ev, request.n_boot, request.seed) if ev is not None else (np.nan, np.nan)
     folds, seeds = tuple(sorted(set(frame["fold"]))), tuple(sorted(set(frame["seed"])))
-    exceeded = sum(_tag(r, "budget_exceeded") == "true" for r in runs)
-    collapsed = sum(_tag(r, "collapsed_to_prior") == "true" for r in runs)  # never set on the prior's runs
+    exceeded = sum(r.tag("budget_exceeded") == "true" for r in runs)
+    collapsed = sum(r.tag("collapsed_to_prior") == "true" for r in runs)  # never set on the prior's runs
     n_studies = 0 if ev is None else len(np.unique(ev.study_ids))
     return BoardRow(
         approach,
         chash,
         folds,
-        tuple(r.info.run_id for r in runs),
+        tuple(r.run_id for r in runs),
         metrics,
         low,
         high,
         n_studies,
-        _tag(runs[0], "budget", "?"),
+        runs[0].tag("budget", "?"),
         exceeded,
         seeds=seeds,
         seed_std=seed_std(frame),
@@ -303,7 +303,7 @@ def board_id(subset: str, split_digest: str, run_ids: list[str]) -> str:
     return f"{subset}-{split_digest[:8]}-{digest}"
 
 
-def _seed_notes(rows: list[BoardRow], groups: dict[tuple[str, str], list[Any]]) -> list[str]:
+def _seed_notes(rows: list[BoardRow], groups: dict[tuple[str, str], list[RunRecord]]) -> list[str]:
     """Which folds lack which seeds, and which rows' intervals cover studies only (one seed)."""
     notes = [n for (a, c), g in groups.items() for n in seed_gaps(a, c, g)]
     single = [r.approach for r in rows if r.n_seeds == 1]
@@ -323,9 +323,9 @@ def build(request: BoardRequest) -> Leaderboard:
     runs = select_comparable(runs)
     split, subset, data = comparable_key(runs[0])
     runs, notes = latest_per_fold_and_seed(runs)
-    groups: dict[tuple[str, str], list[Any]] = {}
+    groups: dict[tuple[str, str], list[RunRecord]] = {}
     for run in runs:
-        groups.setdefault((_tag(run, "approach"), _tag(run, "config_hash")), []).append(run)
+        groups.setdefault((run.tag("approach"), run.tag("config_hash")), []).append(run)
     evidence: dict[tuple[str, str], Evidence | None] = {}
     for key, members in groups.items():
         try:

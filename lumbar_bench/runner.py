@@ -20,7 +20,7 @@ from typing import Any
 import pandas as pd
 
 from lumbar_bench import attempts, datasets, tracking
-from lumbar_bench.approaches.base import Approach
+from lumbar_bench.approaches.base import Approach, FitReport
 from lumbar_bench.budget import Budget, Watchdog
 from lumbar_bench.config import SUBSETS, apply_overrides, config_dict, config_hash
 from lumbar_bench.constants import LABEL_COLUMNS, PROB_COLUMNS, row_id
@@ -284,19 +284,20 @@ def _fit_and_evaluate(
     )
     approach = cls(config)
     claim.start_fit()
-    approach.fit(data, train_ids, ctx)
-    cost = claim.fit_done(dict(ctx.stage_seconds))
+    fitted = approach.fit(data, train_ids, ctx) or FitReport()  # None: an approach that measured nothing
+    cost = claim.fit_done(dict(fitted.stage_seconds))
     t_fit = time.monotonic()
     raw = approach.predict(data, eval_ids, ctx)
     predictions = complete_submission(raw, eval_ids, request.approach)
     predict_s = time.monotonic() - t_fit
     total_s = cost.train_s + predict_s
+    report = fitted.merge(approach.last_predict_report())
     metrics = _score_and_log(request, data, train_ids, eval_ids, predictions, trun, workdir)
-    metrics.update(ctx.extra_metrics)
-    metrics.update(cost.metrics(predict_s, time.monotonic() - t0, ctx.stage_seconds))
+    metrics.update(report.metrics)
+    metrics.update(cost.metrics(predict_s, time.monotonic() - t0, dict(report.stage_seconds)))
     trun.set_tags(cost.tags())
-    if ctx.time_to_best_s is not None:
-        metrics["runtime/time_to_best_s"] = ctx.time_to_best_s
+    if report.time_to_best_s is not None:
+        metrics["runtime/time_to_best_s"] = report.time_to_best_s
     metrics.update(_gpu_metrics(device, cost.gpu_train_s + predict_s))
     trun.log_metrics(metrics)
     over = total_s > budget.soft_seconds
@@ -362,8 +363,7 @@ def predict_from_run(
     from lumbar_bench.config import config_from_dict
 
     cache_dir = cache_dir or datasets.default_cache_dir()
-    info = tracking.get_run(tracking_uri, run_id)
-    name = info.data.tags.get("approach")
+    name = tracking.get_run(tracking_uri, run_id).tag("approach")
     if not name:
         raise ConfigError(f"run {run_id} has no 'approach' tag; was it made by lumbar-bench run?")
     cls = get_approach(name)

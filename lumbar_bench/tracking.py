@@ -2,7 +2,9 @@
 
 It uses an explicit :class:`mlflow.MlflowClient` per tracking URI instead of the
 fluent API's process-global state, so two runs (or a test and a run) never write
-into each other's store.
+into each other's store. Runs are read back as the harness's own :class:`RunRecord`
+values, found by :func:`find_runs` (which builds MLflow's filter syntax), so no other
+module sees an MLflow entity or a filter string.
 """
 
 from __future__ import annotations
@@ -12,9 +14,11 @@ import logging
 import math
 import tempfile
 import traceback
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -22,6 +26,10 @@ log = logging.getLogger(__name__)
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 DEFAULT_EXPERIMENT = "lumbar-bench"
 _MAX_PARAM_LEN = 500
+#: Rows per page when reading runs back (MLflow's own limit; later pages follow the page token).
+_PAGE = 1000
+#: The tag MLflow puts on a nested run, naming its parent.
+_PARENT_TAG = "mlflow.parentRunId"
 
 
 def _client(uri: str) -> Any:
@@ -117,7 +125,7 @@ class TrackedRun:
         child = self._client.create_run(
             run.info.experiment_id,
             run_name=name,
-            tags={"mlflow.parentRunId": self.run_id, **{k: str(v) for k, v in (tags or {}).items()}},
+            tags={_PARENT_TAG: self.run_id, **{k: str(v) for k, v in (tags or {}).items()}},
         )
         return TrackedRun(self.uri, child.info.run_id)
 
@@ -180,27 +188,142 @@ def system_metrics(run: TrackedRun, enabled: bool) -> Iterator[None]:
         monitor.finish()
 
 
-def search_runs(uri: str, experiment: str, filter_string: str = "") -> list[Any]:
-    """Every run of ``experiment`` matching ``filter_string``, following every page."""
+@dataclass(frozen=True)
+class RunRecord:
+    """One tracked run as the harness sees it: no MLflow entity leaves this module.
+
+    ``start_time`` and ``end_time`` are milliseconds since the epoch (``end_time`` None while it
+    runs); ``params`` and ``tags`` hold strings. The mappings are read-only.
+    """
+
+    run_id: str
+    status: str
+    start_time: int
+    end_time: int | None = None
+    name: str = ""
+    params: Mapping[str, str] = field(default_factory=dict)
+    metrics: Mapping[str, float] = field(default_factory=dict)
+    tags: Mapping[str, str] = field(default_factory=dict)
+    #: Where the run's artifacts live (``file://...`` for a local store).
+    artifact_uri: str = ""
+
+    def __post_init__(self) -> None:
+        for name in ("params", "metrics", "tags"):
+            object.__setattr__(self, name, MappingProxyType(dict(getattr(self, name))))
+
+    @property
+    def parent_id(self) -> str | None:
+        """The run this one is nested in; None for a top-level run."""
+        return self.tags.get(_PARENT_TAG)
+
+    @property
+    def is_child(self) -> bool:
+        """True for a nested run (a stage of another run)."""
+        return self.parent_id is not None
+
+    def tag(self, key: str, default: str = "") -> str:
+        """Tag ``key``, or ``default`` when the run lacks it."""
+        return self.tags.get(key, default)
+
+    def metric(self, key: str, default: float | None = None) -> float | None:
+        """Metric ``key`` (its last value), or ``default`` when the run lacks it."""
+        return self.metrics.get(key, default)
+
+
+def _record(run: Any) -> RunRecord:
+    """The :class:`RunRecord` of an MLflow run."""
+    info, data = run.info, run.data
+    return RunRecord(
+        run_id=info.run_id,
+        status=info.status,
+        start_time=int(info.start_time or 0),
+        end_time=info.end_time,
+        name=info.run_name or "",
+        params=data.params,
+        metrics=data.metrics,
+        tags=data.tags,
+        artifact_uri=info.artifact_uri or "",
+    )
+
+
+def search_runs(uri: str, experiment: str, filter_string: str = "") -> list[RunRecord]:
+    """Every run of ``experiment`` matching MLflow's ``filter_string``, following every page.
+
+    Prefer :func:`find_runs`, which builds the filter; this is the escape hatch for one it cannot.
+    """
     client = _client(uri)
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         return []
-    runs: list[Any] = []
+    runs: list[RunRecord] = []
     token = None
     while True:
         page = client.search_runs(
-            [exp.experiment_id], filter_string=filter_string, max_results=1000, page_token=token
+            [exp.experiment_id], filter_string=filter_string, max_results=_PAGE, page_token=token
         )
-        runs.extend(page)
+        runs.extend(_record(r) for r in page)
         token = page.token
         if not token:
             return runs
 
 
-def get_run(uri: str, run_id: str) -> Any:
-    """The MLflow run ``run_id``."""
-    return _client(uri).get_run(run_id)
+def find_runs(
+    uri: str,
+    experiment: str,
+    *,
+    approach: str | None = None,
+    subset: str | None = None,
+    fold: int | None = None,
+    status: str | None = None,
+    split_prefix: str | None = None,
+    parent_id: str | None = None,
+    tags: Mapping[str, object] | None = None,
+    top_level: bool = False,
+) -> list[RunRecord]:
+    """Runs of ``experiment`` whose tags (and status) match every criterion given, filtered in the store.
+
+    ``split_prefix`` matches the start of the ``split_digest`` tag; ``parent_id`` keeps the runs
+    nested in that run; ``tags`` adds exact tag matches; ``top_level`` drops nested runs.
+    """
+    wanted = {"approach": approach, "subset": subset, "fold": fold, **(tags or {})}
+    clauses = [f"tags.{_key(k)} = {_quote(v)}" for k, v in wanted.items() if v is not None]
+    if status is not None:
+        clauses.append(f"attributes.status = {_quote(status)}")
+    if split_prefix:
+        clauses.append(f"tags.split_digest LIKE {_quote(_literal_prefix(split_prefix) + '%')}")
+    if parent_id is not None:
+        clauses.append(f"tags.{_key(_PARENT_TAG)} = {_quote(parent_id)}")
+    runs = search_runs(uri, experiment, " and ".join(clauses))
+    return [r for r in runs if not r.is_child] if top_level else runs
+
+
+def _key(name: str) -> str:
+    """A tag name as MLflow's filter grammar wants it (backquoted when it has a dot or a dash)."""
+    if "`" in name:
+        raise ValueError(f"tag name {name!r}: a backquote cannot be searched for")
+    return name if name.replace("_", "").isalnum() else f"`{name}`"
+
+
+def _quote(value: object) -> str:
+    """A value as a quoted string literal of MLflow's filter grammar (which has no escapes)."""
+    text = str(value)
+    if "'" not in text:
+        return f"'{text}'"
+    if '"' not in text:
+        return f'"{text}"'
+    raise ValueError(f"{text!r}: a value with both quote characters cannot be searched for")
+
+
+def _literal_prefix(prefix: str) -> str:
+    """``prefix`` for a LIKE pattern; its own ``%`` and ``_`` would be wildcards, so they are refused."""
+    if "%" in prefix or "_" in prefix:
+        raise ValueError(f"{prefix!r}: '%' and '_' are wildcards in a prefix search")
+    return prefix
+
+
+def get_run(uri: str, run_id: str) -> RunRecord:
+    """The run ``run_id``."""
+    return _record(_client(uri).get_run(run_id))
 
 
 def download_artifacts(uri: str, run_id: str, path: str, dst: Path) -> Path:
@@ -249,7 +372,7 @@ def local_artifact(uri: str, run_id: str, path: str, dst: Path) -> Path:
     from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
     from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
 
-    repo = get_artifact_repository(get_run(uri, run_id).info.artifact_uri)
+    repo = get_artifact_repository(get_run(uri, run_id).artifact_uri)
     if isinstance(repo, LocalArtifactRepository):
         local = Path(repo.download_artifacts(path))
         if not local.exists():

@@ -59,10 +59,10 @@ def test_stale_running_run_of_a_dead_owner_is_marked_killed_with_a_reason(tracki
     with attempts.claim(tmp_path) as claim:
         claim.begin("new-run", tracking_uri, "cpu")
     info = tracking.get_run(tracking_uri, old)
-    assert info.info.status == "KILLED"
-    assert info.data.tags["failure_reason"] == "process_died"
-    assert f"pid {dead.pid}" in info.data.tags["failure_message"]
-    assert info.data.tags["killed_by_run"] == "new-run"
+    assert info.status == "KILLED"
+    assert info.tags["failure_reason"] == "process_died"
+    assert f"pid {dead.pid}" in info.tags["failure_message"]
+    assert info.tags["killed_by_run"] == "new-run"
     ledger = attempts.read_ledger(tmp_path)
     assert [a.end for a in ledger] == ["killed", "finished"]
     assert ledger[1].owner.pid == os.getpid()
@@ -129,9 +129,9 @@ def test_rerun_reuses_the_finished_model_and_reports_the_original_compute(tiny_p
     request = _request(tiny_phantom, tmp_path, ("epochs=1",))
     first = runner.run(request)
     second = runner.run(request)
-    tags = tracking.get_run(request.tracking_uri, second.run_id).data.tags
+    tags = tracking.get_run(request.tracking_uri, second.run_id).tags
     assert tags["reused_checkpoint"] == "true" and tags["reused_from_run"] == first.run_id
-    assert tracking.get_run(request.tracking_uri, first.run_id).data.tags["reused_checkpoint"] == "false"
+    assert tracking.get_run(request.tracking_uri, first.run_id).tags["reused_checkpoint"] == "false"
     assert second.metrics["runtime/train_s"] == first.metrics["runtime/train_s"]
     assert second.metrics["runtime/attempts"] == 1.0
     assert second.metrics["rsna_score"] == pytest.approx(first.metrics["rsna_score"], abs=1e-9)
@@ -200,8 +200,8 @@ def test_run_killed_mid_training_resumes_to_the_same_score_and_counts_all_its_co
         torch.set_num_threads(threads)
 
     old = tracking.get_run(request.tracking_uri, killed)
-    assert old.info.status == "KILLED" and old.data.tags["failure_reason"] == "process_died"
-    assert old.data.tags["killed_by_run"] == resumed.run_id
+    assert old.status == "KILLED" and old.tags["failure_reason"] == "process_died"
+    assert old.tags["killed_by_run"] == resumed.run_id
     m, w = resumed.metrics, whole
     log.info(
         "uninterrupted train_s %.1f score %.6f; killed+resumed train_s %.1f (this attempt %.1f, lost %.1f) "
@@ -213,11 +213,11 @@ def test_run_killed_mid_training_resumes_to_the_same_score_and_counts_all_its_co
         m["runtime/lost_s"],
         m["runtime/attempts"],
         m["rsna_score"],
-        old.info.status,
+        old.status,
     )
     assert m["runtime/attempts"] == 2.0
     assert m["runtime/train_s"] == pytest.approx(w["runtime/train_s"], rel=0.2)
     assert m["runtime/total_s"] == pytest.approx(m["runtime/train_s"] + m["runtime/predict_s"])
     assert m["rsna_score"] == pytest.approx(w["rsna_score"], abs=0.01)
-    tags = tracking.get_run(request.tracking_uri, resumed.run_id).data.tags
+    tags = tracking.get_run(request.tracking_uri, resumed.run_id).tags
     assert tags["reused_checkpoint"] == "false"

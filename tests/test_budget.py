@@ -87,7 +87,7 @@ def test_watchdog_marks_the_run_failed_with_reason_budget(sleepy, tiny_phantom, 
     def fake_exit(code: int) -> None:
         """What the store holds at the instant os._exit would end the process."""
         (run,) = tracking.search_runs(uri, EXP, "tags.approach = 'sleepy'")
-        seen.update(code=code, status=run.info.status, tags=run.data.tags)
+        seen.update(code=code, status=run.status, tags=run.tags)
         RELEASE.set()
 
     monkeypatch.setattr(runner, "Watchdog", functools.partial(Watchdog, exit_fn=fake_exit))
@@ -143,9 +143,9 @@ def test_soft_limit_stops_training_keeps_the_best_model_and_tags_the_run(tiny_ph
     )  # hard limit 2 x SOFT_S: room for one more epoch and predicting, even on a busy machine
     assert fired == []  # the soft limit did its job: the watchdog never fired
     run = tracking.get_run(uri, result.run_id)
-    assert run.info.status == "FINISHED" and run.data.tags["budget_exceeded"] == "true"
-    assert run.data.tags["budget"] == f"{SOFT_S / 60:g} min cpu"
-    m = run.data.metrics
+    assert run.status == "FINISHED" and run.tags["budget_exceeded"] == "true"
+    assert run.tags["budget"] == f"{SOFT_S / 60:g} min cpu"
+    m = run.metrics
     assert 0 <= m["best_epoch"] < 499 and m["runtime/time_to_best_s"] <= m["runtime/train_s"]
     assert m["runtime/train_s"] < 1.6 * SOFT_S  # stopped at the soft limit, within about one epoch
     assert m["runtime/total_s"] > SOFT_S and "rsna_score" in m
@@ -188,11 +188,11 @@ def test_a_ci_run_trains_its_whole_schedule_past_the_budget_and_fails_the_gate(
     )
     result = runner.run(request)
     run = tracking.get_run(uri, result.run_id)
-    assert run.data.tags["budget_exceeded"] == "true"
+    assert run.tags["budget_exceeded"] == "true"
     assert [m.step for m in MlflowClient(uri).get_metric_history(result.run_id, "train/loss")] == [0, 1, 2]
     got = check._observed_from_run("resnet18", run)
     expected = Expected(got.rsna_score, 0.01, budget_minutes=0.5 / 60)
     entries = {"prior": Expected(got.rsna_score + 1, 0.01, 1.0), "resnet18": expected}
-    base = Baseline(run.data.tags["split_digest"], run.data.tags["data_digest"], entries)
+    base = Baseline(run.tags["split_digest"], run.tags["data_digest"], entries)
     verdict = check.judge("resnet18", expected, got, base)
     assert [p.split(":")[0] for p in verdict.problems] == ["budget"]

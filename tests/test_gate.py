@@ -43,8 +43,8 @@ def test_a_ci_run_is_cut_by_its_schedule_not_the_clock(gate):
 
     for name in gate.verdicts:
         run = tracking.get_run(gate.request.tracking_uri, gate.run_id(name))
-        assert run.data.tags["budget_exceeded"] == "false", name
-        assert run.data.params["threads"] == str(check.GATE_THREADS)
+        assert run.tags["budget_exceeded"] == "false", name
+        assert run.params["threads"] == str(check.GATE_THREADS)
 
 
 def _broken_to_the_prior(monkeypatch, name: str) -> None:

@@ -220,12 +220,12 @@ def test_cli_writes_files_logs_a_board_run_and_tags_members(board_runs, tracking
     )
     boards = [r for r in tracking.search_runs(tracking_uri, EXP, "tags.kind = 'leaderboard'")]
     assert len(boards) == 1
-    board_id = boards[0].data.tags["board_id"]
+    board_id = boards[0].tags["board_id"]
     tagged = tracking.search_runs(tracking_uri, EXP, f"tags.leaderboard = '{board_id}'")
     assert len(tagged) == 6
     from mlflow import MlflowClient
 
-    names = {a.path for a in MlflowClient(tracking_uri).list_artifacts(boards[0].info.run_id)}
+    names = {a.path for a in MlflowClient(tracking_uri).list_artifacts(boards[0].run_id)}
     assert names == {"leaderboard.md", "leaderboard.csv", "leaderboard.png"}
     # the board run itself never shows up as a row on the next board
     assert (

@@ -2,13 +2,18 @@
 
 The runner owns splits, scoring and tracking. An approach only learns from the
 training studies and predicts probabilities for others; it never imports mlflow.
+What it measures on the way comes back as a :class:`FitReport`: :meth:`Approach.fit`
+returns one, and :meth:`Approach.last_predict_report` says what the last
+:meth:`Approach.predict` measured. The runner logs both.
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
@@ -16,6 +21,61 @@ if TYPE_CHECKING:
 
     from lumbar_bench.context import RunContext
     from lumbar_bench.data.rsna import RSNAData
+
+
+@dataclass(frozen=True)
+class FitReport:
+    """What a fit (or a prediction) measured, for the runner to log once.
+
+    ``metrics`` are logged under their own names (e.g. ``dice/<class>``, ``val/best_rsna_score``),
+    ``stage_seconds`` as ``runtime/<stage>_s`` and ``time_to_best_s`` as ``runtime/time_to_best_s``
+    (not at all when None). The mappings are read-only; build bigger reports with :meth:`merge`
+    or a :class:`ReportBuilder`.
+    """
+
+    metrics: Mapping[str, float] = field(default_factory=dict)
+    stage_seconds: Mapping[str, float] = field(default_factory=dict)
+    #: Seconds from the start of training to the best model; None when the approach does not know it.
+    time_to_best_s: float | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "metrics", MappingProxyType(dict(self.metrics)))
+        object.__setattr__(self, "stage_seconds", MappingProxyType(dict(self.stage_seconds)))
+
+    def merge(self, other: FitReport) -> FitReport:
+        """Both reports in one: ``other``'s metrics win on a clash; stage seconds and times to best add up."""
+        seconds = dict(self.stage_seconds)
+        for stage, value in other.stage_seconds.items():
+            seconds[stage] = seconds.get(stage, 0.0) + value
+        times = [t for t in (self.time_to_best_s, other.time_to_best_s) if t is not None]
+        return FitReport({**self.metrics, **other.metrics}, seconds, sum(times) if times else None)
+
+
+class ReportBuilder:
+    """Accumulates a :class:`FitReport` over the stages of a multi-stage approach."""
+
+    def __init__(self) -> None:
+        self._report = FitReport()
+
+    def add(self, report: FitReport) -> None:
+        """Merge ``report`` in (see :meth:`FitReport.merge`)."""
+        self._report = self._report.merge(report)
+
+    def metrics(self, values: Mapping[str, float]) -> None:
+        """Record ``values`` (a later value of the same name replaces an earlier one)."""
+        self.add(FitReport(metrics=values))
+
+    def seconds(self, stage: str, seconds: float) -> None:
+        """Add ``seconds`` to ``stage`` (0 records the stage as having taken no time)."""
+        self.add(FitReport(stage_seconds={stage: seconds}))
+
+    def time_to_best(self, seconds: float) -> None:
+        """Add ``seconds`` to the time to best (a multi-model approach sums its models')."""
+        self.add(FitReport(time_to_best_s=seconds))
+
+    def build(self) -> FitReport:
+        """The report so far."""
+        return self._report
 
 
 class Approach(abc.ABC):
@@ -28,13 +88,15 @@ class Approach(abc.ABC):
 
     name: ClassVar[str]
     Config: ClassVar[type]
+    #: What the last :meth:`predict` measured; a subclass that measures something sets it there.
+    _predict_report: FitReport = FitReport()
 
     def __init__(self, config: Any) -> None:
         self.config = config
 
     @abc.abstractmethod
-    def fit(self, data: RSNAData, study_ids: Sequence[int], ctx: RunContext) -> None:
-        """Learn from the labelled ``study_ids`` of ``data``."""
+    def fit(self, data: RSNAData, study_ids: Sequence[int], ctx: RunContext) -> FitReport:
+        """Learn from the labelled ``study_ids`` of ``data``; return what was measured on the way."""
 
     @abc.abstractmethod
     def predict(self, data: RSNAData, study_ids: Sequence[int], ctx: RunContext) -> pd.DataFrame:
@@ -42,6 +104,10 @@ class Approach(abc.ABC):
 
         Every one of the 25 rows of every study must be present, also where a series is missing.
         """
+
+    def last_predict_report(self) -> FitReport:
+        """What the last :meth:`predict` measured (e.g. its stage seconds); empty by default."""
+        return self._predict_report
 
     @abc.abstractmethod
     def save(self, directory: Path) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lumbar_bench.approaches.base import Approach
+from lumbar_bench.approaches.base import Approach, FitReport
 from lumbar_bench.constants import LABEL_COLUMNS, PROB_COLUMNS, row_id
 from lumbar_bench.context import RunContext
 from lumbar_bench.data.rsna import RSNAData
@@ -56,9 +56,10 @@ class PriorApproach(Approach):
         super().__init__(config)
         self.probs: np.ndarray | None = None
 
-    def fit(self, data: RSNAData, study_ids: Sequence[int], ctx: RunContext) -> None:
-        """Count severities per label over ``study_ids``."""
+    def fit(self, data: RSNAData, study_ids: Sequence[int], ctx: RunContext) -> FitReport:
+        """Count severities per label over ``study_ids``; nothing to report."""
         self.probs = fit_prior(data.labels.loc[list(study_ids)], self.config.alpha)
+        return FitReport()
 
     def predict(self, data: RSNAData, study_ids: Sequence[int], ctx: RunContext) -> pd.DataFrame:
         """The same distribution for every study."""

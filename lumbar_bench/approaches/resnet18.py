@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lumbar_bench.approaches.base import Approach
+from lumbar_bench.approaches.base import Approach, FitReport
 from lumbar_bench.config import config_hash
 from lumbar_bench.constants import LABEL_COLUMNS, PROB_COLUMNS, SERIES_TYPES, SEVERITY_WEIGHTS, row_id
 from lumbar_bench.context import RunContext
@@ -164,7 +164,7 @@ class ResNet18Approach(Approach):
         ]
         return torch.from_numpy(np.stack(arrays)) if arrays else torch.zeros(0)
 
-    def fit(self, data: RSNAData, study_ids: Sequence[int], ctx: RunContext) -> None:
+    def fit(self, data: RSNAData, study_ids: Sequence[int], ctx: RunContext) -> FitReport:
         """Train with early stopping on an inner validation part; resumes from ``ctx.workdir``."""
         cfg, device = self.config, torch.device(ctx.device)
         torch.manual_seed(ctx.seed)
@@ -193,15 +193,7 @@ class ResNet18Approach(Approach):
             train_loss = self._train_epoch(model, opt, loss_fn, x_tr, y_tr, gen, device)
             sched.step()
             val_score, temperature = self._validate(x_val, y_val, device)
-            ctx.log_metric("train/loss", train_loss, epoch)
-            ctx.log_metric("val/rsna_score", val_score, epoch)
-            log.info(
-                "resnet18 epoch %d: loss %.4f val score %.4f (T=%.2f)",
-                epoch,
-                train_loss,
-                val_score,
-                temperature,
-            )
+            self._log_epoch(ctx, epoch, train_loss, val_score, temperature)
             if val_score < state["best"]:
                 state.update(
                     best=val_score,
@@ -217,17 +209,29 @@ class ResNet18Approach(Approach):
             if stop:
                 log.info("resnet18: early stop at epoch %d (best %d)", epoch, state["best_epoch"])
                 break
-        if state["best_state"] is not None:
-            model.load_state_dict(state["best_state"])
-            self.temperature = state["temperature"]
-        ctx.time_to_best_s = state["time_to_best"]
-        ctx.extra_metrics.update(
-            {
-                "val/best_rsna_score": state["best"],
-                "best_epoch": float(state["best_epoch"]),
-                "val/temperature": self.temperature,
-            }
+        return self._keep_best(state)
+
+    @staticmethod
+    def _log_epoch(
+        ctx: RunContext, epoch: int, train_loss: float, val_score: float, temperature: float
+    ) -> None:
+        ctx.log_metric("train/loss", train_loss, epoch)
+        ctx.log_metric("val/rsna_score", val_score, epoch)
+        log.info(
+            "resnet18 epoch %d: loss %.4f val score %.4f (T=%.2f)", epoch, train_loss, val_score, temperature
         )
+
+    def _keep_best(self, state: dict) -> FitReport:
+        """Load the best epoch's weights and temperature; report its validation score and timing."""
+        if state["best_state"] is not None:
+            self.model.load_state_dict(state["best_state"])
+            self.temperature = state["temperature"]
+        metrics = {
+            "val/best_rsna_score": state["best"],
+            "best_epoch": float(state["best_epoch"]),
+            "val/temperature": self.temperature,
+        }
+        return FitReport(metrics=metrics, time_to_best_s=state["time_to_best"])
 
     def _validate(self, x_val: torch.Tensor, y_val: np.ndarray, device: torch.device) -> tuple[float, float]:
         """Official score on the inner validation part, after temperature calibration if enabled."""

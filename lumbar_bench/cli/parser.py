@@ -60,22 +60,14 @@ def _tracking(p: argparse.ArgumentParser) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full argument parser (cheap: imports no heavy library)."""
-    parser = argparse.ArgumentParser(
-        prog="lumbar-bench",
-        description="Benchmark harness for RSNA 2024 lumbar spine degeneration grading.",
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    subs = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
+def _add_list(subs: argparse._SubParsersAction) -> None:
+    """``lumbar-bench list``: arguments and examples."""
     p = _sub(subs, "list", "list registered approaches", "  lumbar-bench list\n  lumbar-bench list 'nnunet*'")
     p.add_argument("pattern", nargs="?", default="*", help="shell-style filter")
 
+
+def _add_synth(subs: argparse._SubParsersAction) -> None:
+    """``lumbar-bench synth``: arguments and examples."""
     p = _sub(
         subs,
         "synth",
@@ -87,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--size", type=int, default=128, help="image size in pixels (default: %(default)s)")
 
+
+def _add_splits(subs: argparse._SubParsersAction) -> None:
+    """``lumbar-bench splits``: arguments and examples."""
     p = _sub(
         subs,
         "splits",
@@ -100,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", type=Path, default=None, help="JSON file (default: print the digest and fold sizes)"
     )
 
+
+def _add_prepare(subs: argparse._SubParsersAction) -> None:
+    """``lumbar-bench prepare``: arguments and examples."""
     p = _sub(
         subs,
         "prepare",
@@ -108,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _common_data(p)
 
+
+def _add_score(subs: argparse._SubParsersAction) -> None:
+    """``lumbar-bench score``: arguments and examples."""
     p = _sub(
         subs,
         "score",
@@ -118,6 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("submission", type=Path, help="row_id,normal_mild,moderate,severe")
     p.add_argument("--json", action="store_true")
 
+
+def _add_run(subs: argparse._SubParsersAction) -> None:
+    """``lumbar-bench run``: arguments and examples."""
     p = _sub(
         subs,
         "run",
@@ -144,6 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object with the results")
     _tracking(p)
 
+
+def _add_predict(subs: argparse._SubParsersAction) -> None:
+    """``lumbar-bench predict``: arguments and examples."""
     p = _sub(
         subs,
         "predict",
@@ -156,6 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--tracking-uri", default="sqlite:///mlflow.db")
 
+
+def _add_leaderboard(subs: argparse._SubParsersAction) -> None:
+    """``lumbar-bench leaderboard``: arguments and examples."""
     p = _sub(
         subs,
         "leaderboard",
@@ -184,6 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline", default="resnet18", help="approach to pair against (default: %(default)s)")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default: %(default)s)")
 
+
+def _add_check(subs: argparse._SubParsersAction) -> None:
+    """``lumbar-bench check``: arguments and examples."""
     p = _sub(
         subs,
         "check",
@@ -213,4 +226,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _overrides(p, "override a config field of every approach run (e.g. break one on purpose: lr=0)")
     p.add_argument("--json", action="store_true", help="print the verdicts as JSON")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser (cheap: imports no heavy library)."""
+    parser = argparse.ArgumentParser(
+        prog="lumbar-bench",
+        description="Benchmark harness for RSNA 2024 lumbar spine degeneration grading.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    subs = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_list(subs)
+    _add_synth(subs)
+    _add_splits(subs)
+    _add_prepare(subs)
+    _add_score(subs)
+    _add_run(subs)
+    _add_predict(subs)
+    _add_leaderboard(subs)
+    _add_check(subs)
     return parser

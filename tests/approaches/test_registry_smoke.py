@@ -34,13 +34,13 @@ def _ci_run(name, request, tiny_phantom, tmp_path, tracking_uri):
         gate = request.getfixturevalue("gate")
         info = tracking.get_run(gate.request.tracking_uri, gate.run_id(name))
         result = RunResult(
-            info.info.run_id,
+            info.run_id,
             name,
             0,
             "ci",
-            info.data.tags["config_hash"],
-            info.data.tags["split_digest"],
-            dict(info.data.metrics),
+            info.tags["config_hash"],
+            info.tags["split_digest"],
+            dict(info.metrics),
         )
         return result, gate.request.tracking_uri, gate.request.data_dir, gate.request.cache_dir
     result = run(
@@ -67,11 +67,11 @@ def test_ci_run_logs_a_reproducible_score(name, request, tiny_phantom, tmp_path,
     assert 0 < out["rsna_score"] < 5 and 0 <= out["accuracy"] <= 1
 
     info = tracking.get_run(tracking_uri, result.run_id)
-    assert info.info.status == "FINISHED"
+    assert info.status == "FINISHED"
     for tag in ("approach", "config_hash", "split_digest", "data_digest", "fold", "subset", "seed", "device"):
-        assert info.data.tags[tag], tag
-    assert "version.torch" in info.data.params
-    assert info.data.metrics["rsna_score"] == pytest.approx(out["rsna_score"])
+        assert info.tags[tag], tag
+    assert "version.torch" in info.params
+    assert info.metrics["rsna_score"] == pytest.approx(out["rsna_score"])
     for metric in (
         "loss/spinal",
         "loss/foraminal",
@@ -80,7 +80,7 @@ def test_ci_run_logs_a_reproducible_score(name, request, tiny_phantom, tmp_path,
         "runtime/train_s",
         "runtime/total_s",
     ):
-        assert metric in info.data.metrics, metric
+        assert metric in info.metrics, metric
 
     # the logged score is recomputable from the logged artifacts, through the CLI
     art = tmp_path / "art"
@@ -125,6 +125,6 @@ def test_a_crash_marks_the_run_failed(tiny_phantom, tmp_path, tracking_uri, monk
             )
         )
     runs = tracking.search_runs(tracking_uri, "crash")
-    assert [r.info.status for r in runs] == ["FAILED"]
-    assert runs[0].data.tags["failure_reason"] == "RuntimeError"
-    assert "simulated crash" in runs[0].data.tags["failure_message"]
+    assert [r.status for r in runs] == ["FAILED"]
+    assert runs[0].tags["failure_reason"] == "RuntimeError"
+    assert "simulated crash" in runs[0].tags["failure_message"]

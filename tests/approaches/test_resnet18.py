@@ -62,6 +62,8 @@ def test_interrupted_training_resumes_from_its_checkpoint(tiny_phantom, tmp_path
     epochs_run.clear()
     monkeypatch.setattr(ResNet18Approach, "_train_epoch", lambda self, *a, **k: epochs_run.append(1) or 1.0)
     with caplog.at_level(logging.INFO, logger="lumbar_bench.approaches.resnet18"):
-        ResNet18Approach(config).fit(data, ids, ctx)
+        report = ResNet18Approach(config).fit(data, ids, ctx)
     assert "resuming at epoch 1" in caplog.text
     assert len(epochs_run) == config.epochs - 1
+    assert set(report.metrics) == {"val/best_rsna_score", "best_epoch", "val/temperature"}
+    assert report.time_to_best_s is not None and report.time_to_best_s >= 0

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lumbar_bench.approaches.base import Approach
+from lumbar_bench.approaches.base import Approach, FitReport, ReportBuilder
 from lumbar_bench.approaches.nnunet import grading as gr
 from lumbar_bench.approaches.nnunet import pipeline as pl
 from lumbar_bench.approaches.nnunet.pseudo_masks import (
@@ -181,12 +181,14 @@ class NnUNetApproach(Approach):
         self._predictors: dict[str, object] = {}
 
     # ------------------------------------------------------------------ fit
-    def fit(self, data, study_ids: Sequence[int], ctx: RunContext) -> None:  # noqa: ANN001
+    def fit(self, data, study_ids: Sequence[int], ctx: RunContext) -> FitReport:  # noqa: ANN001
         """Run every stage on the training studies; only ``study_ids`` are ever looked at."""
         from lumbar_bench.seeding import torch_threads
 
+        self._report = ReportBuilder()
         with torch_threads(self.config.threads):
             self._fit(data, study_ids, ctx)
+        return self._report.build()
 
     def _fit(self, data, study_ids: Sequence[int], ctx: RunContext) -> None:  # noqa: ANN001
         from lumbar_bench.approaches.nnunet import dataset as nd
@@ -200,7 +202,7 @@ class NnUNetApproach(Approach):
             data, cfg.vertebra(), cfg.spider, ctx.cache_dir, ctx.device, ctx.seed, ctx.progress, vdeadline
         )
         self._stage(ctx, "vertebrae", vert)
-        ctx.extra_metrics.update(vmetrics)
+        self._report.metrics(vmetrics)
         masks = pl.mask_stage(
             data, ids, vert, cfg.vertebra(), cfg.masks(), ctx.cache_dir, ctx.device, ctx.progress
         )
@@ -211,7 +213,7 @@ class NnUNetApproach(Approach):
         cases = pl.read_cases(masks.path)
         t0 = time.monotonic()
         report = self._qc(masks.path, cases, ctx)
-        ctx.stage_seconds["qc"] = time.monotonic() - t0
+        self._report.seconds("qc", time.monotonic() - t0)
         keep = (
             set(report.loc[report["keep"], "series_id"]) if cfg.variant != "raw" else set(cases["series_id"])
         )
@@ -222,7 +224,7 @@ class NnUNetApproach(Approach):
         val = nd.kfold_studies(studies, max(cfg.val_folds, 2), ctx.seed)[0]
         rest = [s for s in studies if s not in set(val)]
         reserve = cfg.predict_reserve * start_left if np.isfinite(start_left) else 0.0
-        trainer = Trainer(cfg, self.schemes, ctx, masks, reserve)
+        trainer = Trainer(cfg, self.schemes, ctx, masks, reserve, self._report)
         val_cases = cases[cases["study_id"].isin(val)]
         if cfg.variant == "refined":
             self.models = trainer.refined(
@@ -252,7 +254,7 @@ class NnUNetApproach(Approach):
             raw = np.stack([self._grade(grader, data, s)[0] for s in val])
             codes = data.labels.loc[val, list(LABEL_COLUMNS)].to_numpy(np.int64)
             self.blend = gr.calibrate_blend(raw, codes, self.prior, cfg.blend)
-        ctx.extra_metrics.update({f"grading/blend_{k}": v for k, v in self.blend.items()})
+        self._report.metrics({f"grading/blend_{k}": v for k, v in self.blend.items()})
         log.info("nnunet: blend weights with the prior %s", self.blend)
 
     def _grader(self, ctx: RunContext) -> gr.StudyGrader:
@@ -273,8 +275,8 @@ class NnUNetApproach(Approach):
         return grades.probs, grades.problems
 
     def _stage(self, ctx: RunContext, name: str, result: pl.StageResult) -> None:
-        ctx.stage_seconds[name] = result.seconds
-        ctx.extra_metrics[f"cache/{name}_hit"] = float(result.hit)
+        self._report.seconds(name, result.seconds)
+        self._report.metrics({f"cache/{name}_hit": float(result.hit)})
 
     def _qc(self, mask_dir: Path, cases: pd.DataFrame, ctx: RunContext) -> pd.DataFrame:
         from lumbar_bench.approaches.nnunet import overlays as ov
@@ -282,7 +284,7 @@ class NnUNetApproach(Approach):
 
         cfg = self.config
         report = qc.run_qc(mask_dir, qc.QCConfig(threshold=cfg.qc_threshold, manual=cfg.qc_manual))
-        ctx.extra_metrics.update(qc.summarise(report))
+        self._report.metrics(qc.summarise(report))
         out = ctx.workdir / "qc"
         out.mkdir(parents=True, exist_ok=True)
         report.to_csv(out / "qc_report.csv", index=False)
@@ -333,8 +335,10 @@ class NnUNetApproach(Approach):
                 log.warning("study %s: prior fallback for %d of 25 rows (%s)", study, missing, why)
             fallback += missing
             out.append(gr.blend_with_prior(probs, self.prior, weights))
-        ctx.stage_seconds["nnunet_predict"] = time.monotonic() - t0
-        ctx.extra_metrics["grading/prior_fallback_fraction"] = fallback / max(1, 25 * len(study_ids))
+        self._predict_report = FitReport(
+            metrics={"grading/prior_fallback_fraction": fallback / max(1, 25 * len(study_ids))},
+            stage_seconds={"nnunet_predict": time.monotonic() - t0},
+        )
         flat = np.concatenate(out) if out else np.zeros((0, 3))
         rows = [row_id(s, lab) for s in study_ids for lab in LABEL_COLUMNS]
         return pd.DataFrame({"row_id": rows, **{c: flat[:, i] for i, c in enumerate(PROB_COLUMNS)}})

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from lumbar_bench.approaches.base import ReportBuilder
 from lumbar_bench.approaches.nnunet import dataset as nd
 from lumbar_bench.approaches.nnunet import pipeline as pl
 from lumbar_bench.approaches.nnunet import trainer as nt
@@ -41,11 +42,13 @@ class Trainer:
         ctx: RunContext,
         masks: pl.StageResult,  # noqa: ANN001
         reserve: float,
+        report: ReportBuilder,
     ) -> None:
         self.cfg, self.schemes, self.ctx, self.masks, self.reserve = cfg, schemes, ctx, masks, reserve
-        self.time_to_best = 0.0
+        #: Collects stage seconds, time to best and held-out metrics for the approach's fit report.
+        self.report = report
         for key in ("nnunet_plan", "nnunet_train"):
-            ctx.stage_seconds.setdefault(key, 0.0)
+            report.seconds(key, 0.0)
 
     def _deadline(self, remaining: int) -> float | None:
         if self.ctx.deadline is None:
@@ -103,7 +106,7 @@ class Trainer:
             self.cfg.plan(),
             upstream,
         )
-        self.ctx.stage_seconds["nnunet_plan"] += ds.seconds
+        self.report.seconds("nnunet_plan", ds.seconds)
         paths = pl.nnunet_paths(ds, self.ctx.workdir / "nnunet")
         out = {}
         for i, fold in enumerate(fold_ids):
@@ -130,7 +133,7 @@ class Trainer:
                 checkpointed=self.ctx.checkpointed,
                 resumed=self.ctx.resumed,
             )
-            self.ctx.stage_seconds["nnunet_train"] += time.monotonic() - t0
+            self.report.seconds("nnunet_train", time.monotonic() - t0)
         return out
 
     def single(
@@ -161,8 +164,7 @@ class Trainer:
             if (fold_dir / "harness.json").exists()
             else {}
         )
-        self.time_to_best += float(info.get("time_to_best_s") or 0.0)
-        self.ctx.time_to_best_s = self.time_to_best
+        self.report.time_to_best(float(info.get("time_to_best_s") or 0.0))
 
     def refined(
         self,
@@ -212,8 +214,8 @@ class Trainer:
                 t_merge += time.monotonic() - t0
             stage1 = {f"stage1/{k_}": v for k_, v in book.metrics().items()}
             child.log_metrics({k_.split("/", 1)[1]: v for k_, v in stage1.items() if np.isfinite(v)})
-            ctx.extra_metrics.update(stage1)
-        ctx.stage_seconds["nnunet_oof_merge"] = t_merge
+            self.report.metrics(stage1)
+        self.report.seconds("nnunet_oof_merge", t_merge)
         models = {}
         with ctx.nested_run("stage2") as child:
             for i, desc in enumerate(types):
@@ -272,7 +274,7 @@ class Trainer:
             book, val_cases, lambda c: load_case(mask_dir, c), fns, data.root, truth, self.cfg.size
         )
         metrics = book.metrics()
-        ctx.extra_metrics.update(metrics)
+        self.report.metrics(metrics)
         if child is not None:
             child.log_metrics({k: v for k, v in metrics.items() if np.isfinite(v)})
         shown = sorted(val_cases["study_id"].unique())[: self.cfg.overlays]

@@ -16,12 +16,12 @@ VARIANTS = ("nnunet-raw", "nnunet-qc", "nnunet-refined")
 
 def _runs(gate):
     runs = [tracking.get_run(gate.request.tracking_uri, gate.run_id(n)) for n in VARIANTS]
-    return sorted(runs, key=lambda r: r.info.start_time)
+    return sorted(runs, key=lambda r: r.start_time)
 
 
 def test_each_run_logs_its_stages_and_dice(gate):
     for run in _runs(gate):
-        m = run.data.metrics
+        m = run.metrics
         for key in (
             "dice_mean",
             "truth_dice_mean",
@@ -32,7 +32,7 @@ def test_each_run_logs_its_stages_and_dice(gate):
             "qc/n_series",
             "grading/prior_fallback_fraction",
         ):
-            assert key in m, (run.data.tags["approach"], key)
+            assert key in m, (run.tags["approach"], key)
         assert 0 <= m["dice_mean"] <= 1 and 0 <= m["truth_dice_mean"] <= 1
         assert any(k.startswith("dice/sagittal_t2_stir/") for k in m)
         assert 0 < m["rsna_score"] < 5
@@ -40,20 +40,20 @@ def test_each_run_logs_its_stages_and_dice(gate):
 
 def test_later_runs_reuse_the_cached_vertebra_and_mask_stages(gate):
     first, *later = _runs(gate)
-    assert first.data.metrics["cache/vertebrae_hit"] == 0.0
-    assert first.data.metrics["cache/pseudo_masks_hit"] == 0.0
+    assert first.metrics["cache/vertebrae_hit"] == 0.0
+    assert first.metrics["cache/pseudo_masks_hit"] == 0.0
     for run in later:
-        assert run.data.metrics["cache/vertebrae_hit"] == 1.0, run.data.tags["approach"]
-        assert run.data.metrics["cache/pseudo_masks_hit"] == 1.0, run.data.tags["approach"]
-    qc = tracking.get_run(gate.request.tracking_uri, gate.run_id("nnunet-qc")).data.metrics
+        assert run.metrics["cache/vertebrae_hit"] == 1.0, run.tags["approach"]
+        assert run.metrics["cache/pseudo_masks_hit"] == 1.0, run.tags["approach"]
+    qc = tracking.get_run(gate.request.tracking_uri, gate.run_id("nnunet-qc")).metrics
     assert qc["qc/n_dropped"] >= 0
 
 
 def test_refined_logs_both_stages_as_nested_runs(gate):
     refined = gate.run_id("nnunet-refined")
-    metrics = tracking.get_run(gate.request.tracking_uri, refined).data.metrics
+    metrics = tracking.get_run(gate.request.tracking_uri, refined).metrics
     assert "stage1/dice_mean" in metrics and "dice_mean" in metrics
     children = tracking.search_runs(
         gate.request.tracking_uri, gate.request.experiment, f"tags.mlflow.parentRunId = '{refined}'"
     )
-    assert {r.data.tags.get("mlflow.runName") for r in children} >= {"stage1", "stage2"}
+    assert {r.tags.get("mlflow.runName") for r in children} >= {"stage1", "stage2"}
