@@ -6,7 +6,9 @@ moved series still hits. Each file is read once: the same bytes feed the digest 
 miss, the decoder. Entries are ``.npz`` files (pixels as 16-bit steps, which is lossless
 for :mod:`lumbar_bench.data.dicom`'s normalised output) written to a temporary file in the
 same folder and moved into place with ``os.replace``; a corrupt entry is discarded and
-rebuilt.
+rebuilt. Each entry stores every slice's own position and orientation (``positions``,
+``orientations``); an entry from an older reader (one ``orientation`` per series) has another
+key, and one read anyway lacks ``orientations`` and is discarded as corrupt, never misread.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from lumbar_bench.data.dicom import SeriesVolume
 
 log = logging.getLogger(__name__)
 
-_FIELDS = ("pixels", "instance_numbers", "positions", "orientation", "pixel_spacing", "slice_spacing")
+_FIELDS = ("pixels", "instance_numbers", "positions", "orientations", "pixel_spacing", "slice_spacing")
 _CORRUPT = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile)
 
 
@@ -47,7 +49,7 @@ def _to_arrays(volume: SeriesVolume) -> dict[str, np.ndarray]:
         "pixels": dicom.quantise(volume.pixels),
         "instance_numbers": np.asarray(volume.instance_numbers, dtype=np.int64),
         "positions": np.asarray(volume.positions, dtype=np.float64),
-        "orientation": np.asarray(volume.orientation, dtype=np.float64),
+        "orientations": np.asarray(volume.orientations, dtype=np.float64),
         "pixel_spacing": np.asarray(volume.pixel_spacing, dtype=np.float64),
         "slice_spacing": np.asarray(volume.slice_spacing, dtype=np.float64),
         "skipped_names": np.asarray(names, dtype=np.str_).reshape(-1),
@@ -60,15 +62,21 @@ def _from_arrays(z: np.lib.npyio.NpzFile) -> SeriesVolume:
     missing = [k for k in (*_FIELDS, "skipped_names", "skipped_reasons") if k not in z.files]
     if missing:
         raise KeyError(f"missing arrays {missing}")
+    version = int(z["reader_version"]) if "reader_version" in z.files else 0
+    if version != dicom.READER_VERSION:
+        raise ValueError(f"written by series reader v{version}, this is v{dicom.READER_VERSION}")
     pixels = z["pixels"]
     if pixels.dtype != np.uint16 or pixels.ndim != 3:
         raise ValueError(f"pixels have dtype {pixels.dtype} and {pixels.ndim} dims")
+    n = pixels.shape[0]
+    if z["positions"].shape != (n, 3) or z["orientations"].shape != (n, 6):
+        raise ValueError(f"geometry {z['positions'].shape}, {z['orientations'].shape} for {n} slices")
     spacing = z["pixel_spacing"]
     return SeriesVolume(
         pixels=dicom.dequantise(pixels),
         instance_numbers=z["instance_numbers"],
         positions=z["positions"],
-        orientation=z["orientation"],
+        orientations=z["orientations"],
         pixel_spacing=(float(spacing[0]), float(spacing[1])),
         slice_spacing=float(z["slice_spacing"]),
         skipped=tuple(zip(z["skipped_names"].tolist(), z["skipped_reasons"].tolist(), strict=True)),

@@ -1,8 +1,11 @@
 """One DICOM series folder -> :class:`SeriesVolume`.
 
-Slices are sorted along the slice normal (``cross(row_dir, col_dir)`` of
-ImageOrientationPatient), never by InstanceNumber or file name, because InstanceNumber
-order does not reliably tell left from right in sagittal stacks. Pixel values go through
+Each slice keeps its own ImagePositionPatient and ImageOrientationPatient: axial series are
+often stacks of blocks, each tilted to its disc, so one orientation per series would put a
+third of their slices on the wrong plane (see :mod:`lumbar_bench.data.geometry`). Slices are
+sorted by the position of their centres along the series' mean normal (the mean of the
+slices' ``cross(row_dir, col_dir)``), never by InstanceNumber or file name, because
+InstanceNumber order does not reliably tell left from right in sagittal stacks. Pixel values go through
 the modality LUT (RescaleSlope/Intercept) and are then normalised to [0, 1] with the
 0.5/99.5 percentiles of the whole series.
 
@@ -27,35 +30,40 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.pixels import apply_rescale
 
+from lumbar_bench.data.geometry import unit_normal
 from lumbar_bench.errors import DataError
 
 log = logging.getLogger(__name__)
 
-#: Bumped whenever the decoded result of a series changes; part of every cache key.
-READER_VERSION = 1
+#: Bumped whenever the decoded result of a series changes; part of every cache key
+#: (2: one orientation per slice, ordered by slice centres along the mean normal).
+READER_VERSION = 2
 #: Normalised pixels take values k / QUANT_LEVELS, so a cache stores them losslessly as uint16.
 QUANT_LEVELS = 65535
 #: Percentiles of the series mapped to 0 and 1.
 NORM_PERCENTILES = (0.5, 99.5)
-#: A slice whose normal is further than this off the series' majority normal is a localiser.
+#: A slice whose normal is further than this off the series' mean normal is a localiser; tilted
+#: per-level axial blocks lie within about 20 degrees of it.
 MAX_TILT_DEG = 45.0
 
 
 @dataclass(frozen=True, eq=False)
 class SeriesVolume:
-    """One decoded series, slices sorted along the slice normal.
+    """One decoded series, slices sorted along the series' mean normal.
 
     ``pixels`` float32 ``(n, H, W)`` in [0, 1]; ``instance_numbers`` ``(n,)``;
-    ``positions`` ``(n, 3)`` ImagePositionPatient in mm (NaN when the files lack it);
-    ``orientation`` ``(6,)`` ImageOrientationPatient (row direction, then column direction);
-    ``pixel_spacing`` ``(row, col)`` mm; ``slice_spacing`` mm between neighbouring slices
-    (NaN when unknown); ``skipped`` ``(file name, reason)`` for each file left out.
+    ``positions`` ``(n, 3)`` each slice's ImagePositionPatient in mm and ``orientations``
+    ``(n, 6)`` its ImageOrientationPatient (row direction, then column direction), NaN where
+    a file lacks them; ``pixel_spacing`` ``(row, col)`` mm; ``slice_spacing`` mm between
+    neighbouring slices (NaN when unknown); ``skipped`` ``(file name, reason)`` for each file
+    left out. There is no series-level orientation: per-level axial blocks are tilted to each
+    disc, so planes come from :func:`lumbar_bench.data.geometry.series_geometry`.
     """
 
     pixels: np.ndarray
     instance_numbers: np.ndarray
     positions: np.ndarray
-    orientation: np.ndarray
+    orientations: np.ndarray
     pixel_spacing: tuple[float, float]
     slice_spacing: float
     skipped: tuple[tuple[str, str], ...] = field(default=())
@@ -66,9 +74,18 @@ class SeriesVolume:
         return int(self.pixels.shape[0])
 
     @property
+    def normals(self) -> np.ndarray:
+        """Unit normal ``cross(row_dir, col_dir)`` of each slice, ``(n, 3)`` (NaN where unknown)."""
+        return slice_normal(self.orientations)
+
+    @property
     def normal(self) -> np.ndarray:
-        """Unit slice normal ``cross(row_dir, col_dir)`` (NaN when orientation is unknown)."""
-        return slice_normal(self.orientation)
+        """The series' mean unit normal, the direction slices are sorted along (NaN when unknown).
+
+        For a uniform series it is every slice's normal; for tilted blocks it is only the
+        stack direction, never a slice plane.
+        """
+        return mean_normal(self.normals)
 
 
 @dataclass(frozen=True)
@@ -86,11 +103,19 @@ class _Slice:
 
 
 def slice_normal(orientation: np.ndarray) -> np.ndarray:
-    """Return the unit normal ``cross(row_dir, col_dir)`` of a 6-value ImageOrientationPatient."""
-    o = np.asarray(orientation, dtype=np.float64)
-    n = np.cross(o[:3], o[3:6])
-    norm = np.linalg.norm(n)
-    return n / norm if norm > 0 else np.full(3, np.nan)
+    """Unit normal ``cross(row_dir, col_dir)`` of one (6,) or many (n, 6) ImageOrientationPatient."""
+    return unit_normal(orientation)
+
+
+def mean_normal(normals: np.ndarray) -> np.ndarray:
+    """Unit mean of ``(n, 3)`` normals, each flipped to agree with the first; NaN if any is unknown."""
+    normals = np.asarray(normals, dtype=np.float64).reshape(-1, 3)
+    if not len(normals) or not np.isfinite(normals).all():
+        return np.full(3, np.nan)
+    signs = np.where(normals @ normals[0] < 0, -1.0, 1.0)
+    total = (normals * signs[:, None]).sum(axis=0)
+    norm = np.linalg.norm(total)
+    return total / norm if norm > 0 else np.full(3, np.nan)
 
 
 def sagittal_side(volume: SeriesVolume) -> np.ndarray:
@@ -196,22 +221,41 @@ def _natural_key(name: str) -> tuple:
     return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name))
 
 
-def _drop_off_plane(slices: list[_Slice], skipped: list[tuple[str, str]]) -> list[_Slice]:
-    """Move slices whose normal is more than ``MAX_TILT_DEG`` off the series' to ``skipped``.
+def _reference_normal(normals: list[np.ndarray]) -> np.ndarray | None:
+    """The series' mean normal, from the slices within ``MAX_TILT_DEG`` of the majority normal.
 
-    Such a slice is a localiser in another plane; tilted axial slabs stay well within it.
+    The majority (rounded) normal only picks the family; averaging over the family keeps a
+    series of blocks tilted either way of it centred, so no block is judged off-plane.
+    """
+    if len(normals) < 2:
+        return None
+    counts = Counter(tuple(np.round(n, 2)) for n in normals)
+    majority = np.asarray(counts.most_common(1)[0][0])
+    majority = majority / np.linalg.norm(majority)
+    family = np.array([n for n in normals if _angle(n, majority) <= MAX_TILT_DEG])
+    ref = mean_normal(np.concatenate([majority[None], family]))
+    return ref if np.isfinite(ref).all() else majority
+
+
+def _angle(normal: np.ndarray, reference: np.ndarray) -> float:
+    """Angle (degrees) between two planes given by their unit normals (0-90)."""
+    return float(np.degrees(np.arccos(np.clip(abs(float(normal @ reference)), 0.0, 1.0))))
+
+
+def _drop_off_plane(slices: list[_Slice], skipped: list[tuple[str, str]]) -> list[_Slice]:
+    """Move slices whose normal is more than ``MAX_TILT_DEG`` off the series' mean normal to ``skipped``.
+
+    Such a slice is a localiser in another plane; tilted axial blocks (up to about 20 degrees
+    either way) stay well within it.
     """
     normals = [slice_normal(s.orientation) if s.orientation is not None else None for s in slices]
-    known = [n for n in normals if n is not None and np.isfinite(n).all()]
-    if len(known) < 2:
+    reference = _reference_normal([n for n in normals if n is not None and np.isfinite(n).all()])
+    if reference is None:
         return slices
-    counts = Counter(tuple(np.round(n, 2)) for n in known)
-    reference = np.asarray(counts.most_common(1)[0][0])
-    reference = reference / np.linalg.norm(reference)
     keep = []
     for s, n in zip(slices, normals, strict=True):
         if n is not None and np.isfinite(n).all():
-            angle = float(np.degrees(np.arccos(np.clip(abs(float(n @ reference)), 0.0, 1.0))))
+            angle = _angle(n, reference)
             if angle > MAX_TILT_DEG:
                 skipped.append((s.name, f"orientation {angle:.0f} degrees off the series' plane"))
                 continue
@@ -219,25 +263,39 @@ def _drop_off_plane(slices: list[_Slice], skipped: list[tuple[str, str]]) -> lis
     return keep
 
 
-def _order(slices: list[_Slice], where: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Slice order and the reference orientation (NaN when geometry is missing)."""
+def _centre(s: _Slice) -> np.ndarray:
+    """Patient point of the centre of a slice's image (its top-left pixel without PixelSpacing)."""
+    assert s.position is not None and s.orientation is not None
+    if s.pixel_spacing is None:
+        return s.position
+    rows, cols = s.values.shape
+    return (
+        s.position
+        + (cols - 1) / 2 * s.pixel_spacing[1] * s.orientation[:3]
+        + (rows - 1) / 2 * s.pixel_spacing[0] * s.orientation[3:]
+    )
+
+
+def _order(slices: list[_Slice], where: Path) -> np.ndarray:
+    """Slice order: slice centres along the mean normal, else InstanceNumber, else file name.
+
+    Centres, not ImagePositionPatient: the top-left corners of blocks tilted differently
+    are far apart along the mean normal even where the blocks' centres are in order.
+    """
     has_geometry = all(s.position is not None and s.orientation is not None for s in slices)
     if has_geometry:
-        counts = Counter(tuple(np.round(s.orientation, 4)) for s in slices)  # type: ignore[arg-type]
-        reference = np.asarray(counts.most_common(1)[0][0], dtype=np.float64)
-        normal = slice_normal(reference)
+        normal = mean_normal(slice_normal(np.array([s.orientation for s in slices])))
         if np.isfinite(normal).all():
-            along = np.array([float(np.dot(s.position, normal)) for s in slices])  # type: ignore[arg-type]
+            along = np.array([float(_centre(s) @ normal) for s in slices])
             inst = np.array([s.instance_number if s.instance_number is not None else 0 for s in slices])
-            return np.lexsort((inst, along)), reference
+            return np.lexsort((inst, along))
     if all(s.instance_number is not None for s in slices):
         log.warning("%s: no usable slice geometry; ordered by InstanceNumber", where)
         keys = [(s.instance_number, _natural_key(s.name)) for s in slices]
     else:
         log.warning("%s: no usable slice geometry or InstanceNumber; ordered by file name", where)
         keys = [(0, _natural_key(s.name)) for s in slices]
-    order = np.array(sorted(range(len(slices)), key=lambda i: keys[i]), dtype=np.int64)
-    return order, np.full(6, np.nan)
+    return np.array(sorted(range(len(slices)), key=lambda i: keys[i]), dtype=np.int64)
 
 
 def _slice_spacing(positions: np.ndarray, normal: np.ndarray, first: _Slice) -> float:
@@ -253,11 +311,8 @@ def _slice_spacing(positions: np.ndarray, normal: np.ndarray, first: _Slice) -> 
     return float("nan")
 
 
-def decode_series(files: Sequence[tuple[str, bytes]], where: Path) -> SeriesVolume:
-    """Decode ``(file name, file bytes)`` pairs of one series folder ``where`` into a volume."""
-    if not files:
-        raise DataError(f"{where}: empty series folder (no *.dcm files)")
-    skipped: list[tuple[str, str]] = []
+def _usable(files: Sequence[tuple[str, bytes]], skipped: list[tuple[str, str]]) -> list[_Slice]:
+    """Decode every file; keep those of the majority shape; the rest go to ``skipped``."""
     slices: list[_Slice] = []
     for name, raw in files:
         got = _read_slice(name, raw)
@@ -272,28 +327,39 @@ def decode_series(files: Sequence[tuple[str, bytes]], where: Path) -> SeriesVolu
             if s.values.shape != majority:
                 skipped.append((s.name, f"shape {s.values.shape} differs from the series' {majority}"))
         slices = [s for s in slices if s.values.shape == majority]
-    slices = _drop_off_plane(slices, skipped)
+    return _drop_off_plane(slices, skipped)
+
+
+def _stacked(values: list[np.ndarray | None], width: int) -> np.ndarray:
+    """``(n, width)`` float64 rows, NaN where a value is missing."""
+    return np.array([v if v is not None else np.full(width, np.nan) for v in values], dtype=np.float64)
+
+
+def decode_series(files: Sequence[tuple[str, bytes]], where: Path) -> SeriesVolume:
+    """Decode ``(file name, file bytes)`` pairs of one series folder ``where`` into a volume."""
+    if not files:
+        raise DataError(f"{where}: empty series folder (no *.dcm files)")
+    skipped: list[tuple[str, str]] = []
+    slices = _usable(files, skipped)
     for name, reason in skipped:
         log.warning("%s: skipped (%s)", where / name, reason)
     if not slices:
         first = min(skipped, key=lambda item: _natural_key(item[0]))
         raise DataError(f"{where}: no readable DICOM slice in {len(files)} files ({first[0]}: {first[1]})")
 
-    order, orientation = _order(slices, where)
-    slices = [slices[i] for i in order]
+    slices = [slices[i] for i in _order(slices, where)]
     stack = np.stack([s.values for s in slices]).astype(np.float32, copy=False)
-    positions = np.array(
-        [s.position if s.position is not None else np.full(3, np.nan) for s in slices], dtype=np.float64
-    )
+    positions = _stacked([s.position for s in slices], 3)
+    orientations = _stacked([s.orientation for s in slices], 6)
     spacing = next((s.pixel_spacing for s in slices if s.pixel_spacing is not None), None)
     instances = [s.instance_number if s.instance_number is not None else -1 for s in slices]
     return SeriesVolume(
         pixels=normalise(stack),
         instance_numbers=np.asarray(instances, dtype=np.int64),
         positions=positions,
-        orientation=orientation,
+        orientations=orientations,
         pixel_spacing=spacing if spacing is not None else (float("nan"), float("nan")),
-        slice_spacing=_slice_spacing(positions, slice_normal(orientation), slices[0]),
+        slice_spacing=_slice_spacing(positions, mean_normal(slice_normal(orientations)), slices[0]),
         skipped=tuple(sorted(skipped, key=lambda item: _natural_key(item[0]))),
     )
 

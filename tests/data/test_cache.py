@@ -13,7 +13,7 @@ import pytest
 from lumbar_bench.data import cache as cache_mod
 from lumbar_bench.data.cache import SeriesCache, content_key
 from lumbar_bench.data.dicom import read_files, read_series
-from tests.data.test_dicom import write_series
+from tests.data.test_dicom import write_series, write_tilted_blocks
 
 
 def _no_decode(*args: object, **kwargs: object) -> None:
@@ -35,7 +35,8 @@ def test_second_get_is_a_hit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     assert second.pixels.dtype == np.float32
     np.testing.assert_array_equal(first.instance_numbers, second.instance_numbers)
     np.testing.assert_array_equal(first.positions, second.positions)
-    np.testing.assert_array_equal(first.orientation, second.orientation)
+    np.testing.assert_array_equal(first.orientations, second.orientations)
+    assert second.orientations.shape == (4, 6)
     assert first.pixel_spacing == second.pixel_spacing
     assert first.slice_spacing == second.slice_spacing
     assert first.skipped == second.skipped
@@ -118,3 +119,32 @@ def test_compressed_entries(tmp_path: Path) -> None:
     second, hit = cache.lookup(tmp_path / "s")
     assert hit
     np.testing.assert_array_equal(first.pixels, second.pixels)
+
+
+def test_tilted_blocks_round_trip(tmp_path: Path) -> None:
+    write_tilted_blocks(tmp_path / "ax", (-15.0, 0.0, 15.0))
+    cache = SeriesCache(tmp_path / "cache")
+    first = cache.get(tmp_path / "ax")
+    second, hit = cache.lookup(tmp_path / "ax")
+    assert hit
+    np.testing.assert_array_equal(first.orientations, second.orientations)
+    assert len({tuple(o) for o in second.orientations}) == 3  # one orientation per block, kept
+
+
+def test_entry_of_an_older_reader_is_rebuilt_not_misread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_tilted_blocks(tmp_path / "ax", (-15.0, 15.0))
+    cache = SeriesCache(tmp_path / "cache")
+    vol = cache.get(tmp_path / "ax")
+    (entry,) = _entries(tmp_path / "cache")
+    arrays = dict(np.load(entry))
+    arrays["orientation"] = arrays.pop("orientations")[0]  # the old layout: one orientation per series
+    arrays["reader_version"] = np.asarray(1)
+    np.savez(entry, **arrays)
+    again, hit = cache.lookup(tmp_path / "ax")
+    assert not hit
+    np.testing.assert_array_equal(again.orientations, vol.orientations)
+    # and an old reader's key is not this reader's: the entry would not even be looked up
+    monkeypatch.setattr(cache_mod.dicom, "READER_VERSION", 1)
+    assert content_key(read_files(tmp_path / "ax")) != entry.stem

@@ -132,7 +132,7 @@ def test_sorted_by_position_not_instance_or_name(tmp_path: Path) -> None:
     assert np.all(np.diff(means) < 0)  # brightness grew with x, so it falls along the stack
     assert vol.slice_spacing == pytest.approx(4.0)
     assert vol.pixel_spacing == (0.5, 0.6)
-    np.testing.assert_allclose(vol.orientation, SAGITTAL)
+    np.testing.assert_allclose(vol.orientations, np.tile(SAGITTAL, (5, 1)))
 
 
 def test_axial_sorted_along_z(tmp_path: Path) -> None:
@@ -361,7 +361,8 @@ def test_missing_geometry_falls_back_to_instance_number(
     with caplog.at_level(logging.WARNING):
         vol = read_series(folder)
     assert vol.instance_numbers.tolist() == [1, 2, 3]
-    assert np.isnan(vol.positions).all() and np.isnan(vol.orientation).all()
+    assert np.isnan(vol.positions).all() and np.isnan(vol.orientations).all()
+    assert vol.orientations.shape == (3, 6)
     assert vol.slice_spacing == 4.0  # SliceThickness fallback
     assert any("InstanceNumber" in r.getMessage() for r in caplog.records)
 
@@ -390,3 +391,54 @@ def test_localiser_in_another_plane_skipped(tmp_path: Path) -> None:
         folder / "5.dcm", enforce_file_format=True
     )
     assert read_series(folder).n_slices == 5
+
+
+def _tilted_axial(angle: float) -> tuple[float, ...]:
+    """Axial orientation tilted by ``angle`` radians about the x axis (normal (0, sin, cos))."""
+    return (1.0, 0.0, 0.0, 0.0, float(np.cos(angle)), float(-np.sin(angle)))
+
+
+def write_tilted_blocks(folder: Path, tilts_deg: tuple[float, ...], per_block: int = 3) -> list[int]:
+    """Axial blocks centred 40 mm apart along z, each tilted by its own angle, written in a
+    scrambled file order; returns the InstanceNumbers in spatial order (bottom to top)."""
+    folder.mkdir()
+    rows, cols, ps = 16, 12, 10.0  # a 160 x 120 mm field of view
+    spatial = []
+    for b, tilt in enumerate(tilts_deg):
+        o = np.array(_tilted_axial(np.deg2rad(tilt)))
+        normal = slice_normal(o)
+        for i in range(per_block):
+            centre = np.array([0.0, 0.0, 40.0 * b]) + (i - (per_block - 1) / 2) * 4.0 * normal
+            top_left = centre - (cols - 1) / 2 * ps * o[:3] - (rows - 1) / 2 * ps * o[3:]
+            spatial.append((tuple(top_left), tuple(o)))
+    order = random.Random(5).sample(range(len(spatial)), len(spatial))
+    for inst, k in enumerate(order, start=1):
+        position, orientation = spatial[k]
+        ds = make_dataset(
+            np.full((rows, cols), k + 1), instance=inst, position=position, orientation=orientation
+        )
+        ds.PixelSpacing = [ps, ps]
+        ds.save_as(folder / f"{inst}.dcm", enforce_file_format=True)
+    return [order.index(k) + 1 for k in range(len(spatial))]
+
+
+def test_tilted_blocks_keep_each_slice_orientation_and_order(tmp_path: Path) -> None:
+    tilts = (-18.0, -5.0, 8.0, 20.0)  # the phantom tilts blocks up to 20 degrees either way
+    expected = write_tilted_blocks(tmp_path / "ax", tilts)
+    vol = read_series(tmp_path / "ax")
+    assert vol.n_slices == 12 and not vol.skipped  # no block is "off the series' plane"
+    assert vol.instance_numbers.tolist() == expected  # blocks in order, slices in order within each
+    assert vol.orientations.shape == (12, 6)
+    angles = np.degrees(np.arcsin(vol.normals[:, 1]))
+    np.testing.assert_allclose(angles, np.repeat(tilts, 3), atol=1e-6)
+    # the mean normal is the stack direction, not any block's plane
+    assert abs(np.degrees(np.arcsin(vol.normal[1])) - np.mean(tilts)) < 2.0
+
+
+def test_tilted_blocks_beside_a_localiser(tmp_path: Path) -> None:
+    write_tilted_blocks(tmp_path / "ax", (-20.0, 20.0, -20.0))
+    scout = make_dataset(np.full((16, 12), 7), instance=99, position=(0.0, 0.0, 0.0), orientation=SAGITTAL)
+    scout.save_as(tmp_path / "ax" / "99.dcm", enforce_file_format=True)
+    vol = read_series(tmp_path / "ax")
+    assert vol.n_slices == 9
+    assert [name for name, _ in vol.skipped] == ["99.dcm"]

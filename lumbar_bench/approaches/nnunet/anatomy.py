@@ -2,7 +2,8 @@
 
 Levels are counted from the bottom: the lowest intervertebral disc is L5/S1, the next
 one up L4/L5, and so on. "Up" is measured in patient coordinates (superior = +z), so
-it does not depend on how the image rows are ordered.
+it does not depend on how the image rows are ordered. Slice planes
+(:class:`~lumbar_bench.data.geometry.SliceGeometry`) live in :mod:`lumbar_bench.data.geometry`.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lumbar_bench.constants import LEVELS
+from lumbar_bench.data.geometry import SliceGeometry
 
 
 @dataclass(frozen=True)
@@ -22,47 +24,6 @@ class Structure:
     col: float
     area: int
     coords: np.ndarray  # (n, 2) row, col
-
-
-@dataclass(frozen=True)
-class SliceGeometry:
-    """Maps working-size pixels of one slice to patient millimetres."""
-
-    position: np.ndarray  # (3,) ImagePositionPatient of the slice
-    row_dir: np.ndarray  # (3,) direction of increasing column
-    col_dir: np.ndarray  # (3,) direction of increasing row
-    spacing: tuple[float, float]  # (row, col) mm per working-size pixel
-
-    def to_patient(self, row: float, col: float) -> np.ndarray:
-        """Patient coordinates (mm) of a pixel."""
-        return self.position + col * self.spacing[1] * self.row_dir + row * self.spacing[0] * self.col_dir
-
-    def to_pixel(self, point: np.ndarray) -> tuple[float, float]:
-        """Pixel ``(row, col)`` of the projection of a patient point onto the slice plane."""
-        d = np.asarray(point, dtype=np.float64) - self.position
-        return float(d @ self.col_dir) / self.spacing[0], float(d @ self.row_dir) / self.spacing[1]
-
-    @classmethod
-    def of(
-        cls,
-        position: np.ndarray,
-        orientation: np.ndarray,
-        pixel_spacing: tuple[float, float],
-        shape: tuple[int, int],
-        size: int,
-    ) -> SliceGeometry:
-        """Geometry of a slice of original ``shape`` resized to ``size`` x ``size``."""
-        orient = np.asarray(orientation, dtype=np.float64)
-        if orient.shape != (6,) or not np.isfinite(orient).all():
-            orient = np.array([0.0, 1.0, 0.0, 0.0, 0.0, -1.0])  # sagittal default: rows go down the spine
-        pos = np.asarray(position, dtype=np.float64)
-        pos = np.where(np.isfinite(pos), pos, 0.0)
-        spacing = (float(pixel_spacing[0]) * shape[0] / size, float(pixel_spacing[1]) * shape[1] / size)
-        return cls(pos, orient[:3], orient[3:], spacing)
-
-    def superior(self, row: float, col: float) -> float:
-        """Height along the patient's head direction (+z) of a pixel."""
-        return float(self.to_patient(row, col)[2])
 
 
 def structures(label: np.ndarray, cls: int, min_area: int) -> list[Structure]:

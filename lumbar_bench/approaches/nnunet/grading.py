@@ -5,7 +5,8 @@ the median relative slice position of its annotated slices (mid-sagittal T2 for 
 canal, one parasagittal T1 slice per side for the foramina). Levels come from the
 discs the model itself predicts on the mid slice, counted from the bottom; each
 pixel belongs to the level of its nearest disc. Axial slices are matched to levels by
-projecting those discs into patient space. Within a level's region, the mass of the
+projecting those discs into patient space, onto each slice's own plane (blocks tilted to
+each disc included; :mod:`lumbar_bench.data.geometry`). Within a level's region, the mass of the
 condition's three severity classes gives its distribution; where there is too little
 mass or no anatomy, the row stays NaN and the caller falls back to the training prior.
 """
@@ -18,8 +19,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from lumbar_bench.approaches.nnunet import anatomy as an
-from lumbar_bench.approaches.nnunet.pseudo_masks import ClassScheme, axial_level, working_stack
+from lumbar_bench.approaches.nnunet.pseudo_masks import ClassScheme, working_stack
 from lumbar_bench.constants import LABEL_COLUMNS, LEVELS, SCORE_GROUPS
+from lumbar_bench.data import geometry as geo
 from lumbar_bench.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -165,20 +167,15 @@ class StudyGrader:
         desc: str,
         scheme: ClassScheme,
         pixels: np.ndarray,
-        geoms: list[an.SliceGeometry],
+        geoms: list[geo.SliceGeometry],
         disc_pts: dict[str, np.ndarray],
     ) -> None:
         if not disc_pts:
             out.problems.append(f"{desc}: no sagittal discs to place the axial slices")
             return
-        normal = np.cross(geoms[0].row_dir, geoms[0].col_dir)
         cache: dict = {}
         size = pixels.shape[1]
-        for lv, pt in disc_pts.items():
-            dist = [abs(float(np.dot(pt - g.position, normal))) for g in geoms]
-            best = int(np.argmin(dist))
-            if axial_level(disc_pts, geoms[best]) != lv:
-                continue
+        for lv, best in geo.level_slices(geoms, disc_pts).items():
             probs = self._probs(desc, pixels, [best], cache)[0]
             centre_x = geoms[best].to_patient(size / 2, size / 2)[0]
             cols = np.arange(size)

@@ -31,7 +31,8 @@ from lumbar_bench.stage_cache import StageResult, cached_stage, stage_key
 log = logging.getLogger(__name__)
 
 #: Bumped when a stage's code changes what it writes; part of every cache key.
-STAGE_VERSIONS: dict[str, int] = {"vertebrae": 1, "pseudo_masks": 2, "nnunet_data": 1}
+#: pseudo_masks 3: each slice's own plane (tilted axial blocks), regions cut to their level.
+STAGE_VERSIONS: dict[str, int] = {"vertebrae": 1, "pseudo_masks": 3, "nnunet_data": 1}
 
 
 @dataclass(frozen=True)
