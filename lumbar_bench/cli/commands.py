@@ -217,3 +217,19 @@ def _check(args: argparse.Namespace) -> int:
         not_gated = [] if args.approaches else check.ungated(check.Baseline.load(args.baseline))
         print(check.render(verdicts, not_gated))
     return 0 if all(v.ok for v in verdicts) else 1
+
+
+@handler("claims")
+def _claims(args: argparse.Namespace) -> int:
+    from lumbar_bench import claims
+
+    request = claims.ClaimsRequest(
+        tracking_uri=args.tracking_uri,
+        experiment=args.experiment,
+        subset=args.subset,
+        fold=args.fold,
+        n_boot=args.bootstrap,
+    )
+    text = claims.render(claims.build(request), args.format)
+    print(text, end="")
+    return 0

@@ -18,6 +18,7 @@ examples:
   lumbar-bench score train.csv submission.csv --json   # the official competition score
   lumbar-bench leaderboard --subset ci --format markdown
   lumbar-bench check baselines/ci.json                 # CI regression gate
+  lumbar-bench claims --subset small                   # the original study's three claims
 """
 
 
@@ -228,6 +229,23 @@ def _add_check(subs: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print the verdicts as JSON")
 
 
+def _add_claims(subs: argparse._SubParsersAction) -> None:
+    """``lumbar-bench claims``: arguments and examples."""
+    p = _sub(
+        subs,
+        "claims",
+        "decide the original study's three claims (nnU-Net vs resnet18, QC, refinement) from finished runs",
+        "  lumbar-bench claims                                # small fold 0, every seed found\n"
+        "  lumbar-bench claims --subset ci --format markdown\n"
+        "  lumbar-bench claims --tracking-uri sqlite:///.ci-work/mlflow.db --experiment lumbar-bench-ci",
+    )
+    _tracking(p)
+    p.add_argument("--subset", choices=("ci", "small", "full"), default="small", help="default: %(default)s")
+    p.add_argument("--fold", type=int, default=0, help="held-out fold (default: %(default)s)")
+    p.add_argument("--format", choices=("table", "markdown"), default="table")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default: %(default)s)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (cheap: imports no heavy library)."""
     parser = argparse.ArgumentParser(
@@ -249,4 +267,5 @@ def build_parser() -> argparse.ArgumentParser:
     _add_predict(subs)
     _add_leaderboard(subs)
     _add_check(subs)
+    _add_claims(subs)
     return parser

@@ -62,6 +62,8 @@ class NnUNetConfig:
     ignore_ring: int = 1
     qc_threshold: float = 0.8
     qc_manual: str = ""
+    #: QC drops masks of this series type only (e.g. ``sagittal_t2``, the original manual pass); empty: all.
+    qc_series: str = ""
     epochs: int = 100
     iterations: int = 50
     val_iterations: int = 10
@@ -173,6 +175,7 @@ class NnUNetApproach(Approach):
         if config.variant not in VARIANTS:
             raise ConfigError(f"variant={config.variant!r}: choose one of {', '.join(VARIANTS)}")
         super().__init__(config)
+        self._qc_config()  # ConfigError on a qc_series that names no series type
         self.schemes: dict[str, ClassScheme] = {}
         self.positions: dict[str, float] = {}
         self.prior: np.ndarray | None = None
@@ -212,7 +215,7 @@ class NnUNetApproach(Approach):
         self.positions = gr.slice_positions(coords, self.schemes) if len(coords) else {}
         cases = pl.read_cases(masks.path)
         t0 = time.monotonic()
-        report = self._qc(masks.path, cases, ctx)
+        report = self._qc(masks.path, cases, ctx, Path(data.root) / "truth")
         self._report.seconds("qc", time.monotonic() - t0)
         keep = (
             set(report.loc[report["keep"], "series_id"]) if cfg.variant != "raw" else set(cases["series_id"])
@@ -233,6 +236,7 @@ class NnUNetApproach(Approach):
                 rest,
                 val,
                 lambda models, child: trainer.evaluate(data, val_cases, models, masks.path, child),
+                truth_root=Path(data.root),
             )
         else:
             self.models = trainer.single(
@@ -278,17 +282,23 @@ class NnUNetApproach(Approach):
         self._report.seconds(name, result.seconds)
         self._report.metrics({f"cache/{name}_hit": float(result.hit)})
 
-    def _qc(self, mask_dir: Path, cases: pd.DataFrame, ctx: RunContext) -> pd.DataFrame:
-        from lumbar_bench.approaches.nnunet import overlays as ov
+    def _qc_config(self):  # noqa: ANN202 - qc.QCConfig, imported lazily
         from lumbar_bench.approaches.nnunet import qc
 
         cfg = self.config
-        report = qc.run_qc(mask_dir, qc.QCConfig(threshold=cfg.qc_threshold, manual=cfg.qc_manual))
+        return qc.QCConfig(threshold=cfg.qc_threshold, manual=cfg.qc_manual, series=cfg.qc_series)
+
+    def _qc(self, mask_dir: Path, cases: pd.DataFrame, ctx: RunContext, truth_dir: Path) -> pd.DataFrame:
+        from lumbar_bench.approaches.nnunet import overlays as ov
+        from lumbar_bench.approaches.nnunet import qc
+
+        report = qc.run_qc(mask_dir, self._qc_config())
         self._report.metrics(qc.summarise(report))
         out = ctx.workdir / "qc"
         out.mkdir(parents=True, exist_ok=True)
         report.to_csv(out / "qc_report.csv", index=False)
         ctx.log_artifact(out / "qc_report.csv", "qc")
+        self._qc_vs_truth(report, mask_dir, truth_dir, ctx)
         panels = []
         for r in report.head(12).itertuples(index=False):
             first = cases[cases["series_id"] == r.series_id].head(1)
@@ -303,6 +313,27 @@ class NnUNetApproach(Approach):
             ov.save_grid(out / "qc_worst.png", panels, columns=4, title="QC: lowest-scoring pseudo-masks")
             ctx.log_artifact(out / "qc_worst.png", "qc")
         return report
+
+    def _qc_vs_truth(self, report: pd.DataFrame, mask_dir: Path, truth_dir: Path, ctx: RunContext) -> None:
+        """On the phantom: ``qc/truth_spearman``, ``qc/hard_case_auroc`` and ``qc/qc_vs_truth.csv``."""
+        from lumbar_bench.approaches.nnunet import qc
+        from lumbar_bench.approaches.nnunet.seg_eval import pseudo_mask_truth_dice
+
+        if report.empty or not (truth_dir / "train.csv").is_file():
+            return  # real data: nothing to judge QC against
+        dice = pseudo_mask_truth_dice(mask_dir, truth_dir)
+        table = qc.truth_table(report, dice, qc.read_hard_cases(truth_dir))
+        path = ctx.workdir / "qc" / "qc_vs_truth.csv"
+        table.to_csv(path, index=False)
+        ctx.log_artifact(path, "qc")
+        metrics = qc.truth_metrics(table)
+        self._report.metrics(metrics)
+        log.info(
+            "QC vs truth: Spearman %.3f, hard-case AUROC %.3f over %d series",
+            metrics.get("qc/truth_spearman", np.nan),
+            metrics.get("qc/hard_case_auroc", np.nan),
+            len(table),
+        )
 
     # -------------------------------------------------------------- predict
     def predictor(self, desc: str, device: str):  # noqa: ANN201

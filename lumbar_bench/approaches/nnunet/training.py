@@ -21,9 +21,16 @@ from lumbar_bench.approaches.base import ReportBuilder
 from lumbar_bench.approaches.nnunet import dataset as nd
 from lumbar_bench.approaches.nnunet import pipeline as pl
 from lumbar_bench.approaches.nnunet import trainer as nt
+from lumbar_bench.approaches.nnunet.epoch_metrics import EpochMetrics
 from lumbar_bench.approaches.nnunet.pseudo_masks import ClassScheme, load_case
-from lumbar_bench.approaches.nnunet.seg_eval import DiceBook, evaluate_cases, read_truth_labels
-from lumbar_bench.constants import slug
+from lumbar_bench.approaches.nnunet.seg_eval import (
+    DiceBook,
+    LabelAudit,
+    evaluate_cases,
+    read_truth_labels,
+    truth_label,
+)
+from lumbar_bench.constants import LABEL_COLUMNS, slug
 from lumbar_bench.context import RunContext
 from lumbar_bench.seeding import derived_seed, seed_everything
 
@@ -69,12 +76,9 @@ class Trainer:
             deadline=self._deadline(remaining),
         )
 
-    def _epoch_logger(self, tag: str) -> Callable[[int, dict[str, float]], None]:
-        def log_epoch(epoch: int, metrics: dict[str, float]) -> None:
-            for key, value in metrics.items():
-                self.ctx.log_metric(f"nnunet/{tag}/{key}", value, epoch)
-
-        return log_epoch
+    def _epoch_logger(self, tag: str) -> EpochMetrics:
+        """Per-epoch metrics ``nnunet/<tag>/<name>``, written off the training thread (``with`` block)."""
+        return EpochMetrics(self.ctx.log_metric, f"nnunet/{tag}")
 
     def fit_type(
         self,
@@ -123,16 +127,17 @@ class Trainer:
                 derived_seed(self.ctx.seed, "nnunet", dataset_id, fold)
             )  # cold or warm cache alike
             t0 = time.monotonic()
-            out[fold] = nt.train(
-                dataset_id,
-                paths,
-                fold,
-                schedule,
-                self.ctx.device,
-                self._epoch_logger(f"{dataset_id}_{slug(desc)}/f{fold}"),
-                checkpointed=self.ctx.checkpointed,
-                resumed=self.ctx.resumed,
-            )
+            with self._epoch_logger(f"{dataset_id}_{slug(desc)}/f{fold}") as on_epoch:
+                out[fold] = nt.train(
+                    dataset_id,
+                    paths,
+                    fold,
+                    schedule,
+                    self.ctx.device,
+                    on_epoch,
+                    checkpointed=self.ctx.checkpointed,
+                    resumed=self.ctx.resumed,
+                )
             self.report.seconds("nnunet_train", time.monotonic() - t0)
         return out
 
@@ -173,18 +178,23 @@ class Trainer:
         rest: list[int],
         val: list[int],
         evaluate: Callable[[dict[str, Path], object], object],
+        truth_root: Path | None = None,
     ) -> dict[str, Path]:
-        """Stage 1 on QC'd masks (k folds over ``rest``), out-of-fold merge, stage 2 on the merged masks."""
-        from lumbar_bench.approaches.nnunet.predictor import Predictor
+        """Stage 1 on QC'd masks (k folds over ``rest``), out-of-fold merge, stage 2 on the merged masks.
 
-        cfg, ctx = self.cfg, self.ctx
-        parts = nd.kfold_studies(rest, max(cfg.refine_folds, 2), ctx.seed + 1)
-        k, types = len(parts), [d for d in self.schemes if d in set(cases["series_type"])]
-        merged_dir = ctx.workdir / "merged"
+        On the phantom (``truth_root`` with a ``truth/`` folder) the merged labels are judged
+        against truth: ``refine/labels_truth_dice_before`` (the pseudo-masks),
+        ``refine/labels_truth_dice_after`` (what stage 2 trains on) and
+        ``refine/labels_changed_fraction``.
+        """
+        parts = nd.kfold_studies(rest, max(self.cfg.refine_folds, 2), self.ctx.seed + 1)
+        types = [d for d in self.schemes if d in set(cases["series_type"])]
+        merged_dir = self.ctx.workdir / "merged"
         merged_dir.mkdir(parents=True, exist_ok=True)
-        book = DiceBook(self.schemes)
-        t_merge = 0.0
-        with ctx.nested_run("stage1") as child:
+        truth = read_truth_labels(truth_root) if truth_root is not None else None
+        with self.ctx.nested_run("stage1") as child:
+            book, audit = DiceBook(self.schemes), LabelAudit(self.schemes)
+            t_merge = 0.0
             for i, desc in enumerate(types):
                 sub = cases[(cases["series_type"] == desc)]
                 kept = sub[sub["series_id"].isin(keep) & sub["study_id"].isin(rest)]
@@ -193,31 +203,64 @@ class Trainer:
                     kept,
                     self._load_masks,
                     parts,
-                    list(range(k)),
+                    list(range(len(parts))),
                     501 + i,
                     {"masks": self.masks.key, "stage": 1},
-                    (len(types) - i) * (k + 1),
+                    (len(types) - i) * (len(parts) + 1),
                 )
                 t0 = time.monotonic()
                 for fold, fold_dir in folds.items():
-                    predict = Predictor(fold_dir, ctx.device).probabilities
                     held = sub[sub["study_id"].isin(parts[fold])]
-                    for case in held.itertuples(index=False):
-                        image, label = self._load_masks(case.case_id)
-                        pred = predict(image).argmax(0).astype(np.uint8)
-                        book.add(desc, pred, label, None)
-                        np.savez_compressed(
-                            merged_dir / f"{case.case_id}.npz",
-                            image=image,
-                            label=merge(label, pred, self.schemes[desc]),
-                        )
+                    self._merge_fold(desc, held, fold_dir, book, audit, (truth_root, truth))
                 t_merge += time.monotonic() - t0
             stage1 = {f"stage1/{k_}": v for k_, v in book.metrics().items()}
+            stage1.update(audit.metrics())
             child.log_metrics({k_.split("/", 1)[1]: v for k_, v in stage1.items() if np.isfinite(v)})
             self.report.metrics(stage1)
         self.report.seconds("nnunet_oof_merge", t_merge)
+        return self._stage2(cases, types, rest, val, evaluate)
+
+    def _merge_fold(
+        self,
+        desc: str,
+        held: pd.DataFrame,
+        fold_dir: Path,
+        book: DiceBook,
+        audit: LabelAudit,
+        truth: tuple[Path | None, pd.DataFrame | None],
+    ) -> None:
+        """Predict one stage-1 fold's held-out cases; write each merged label (audited against truth)."""
+        from lumbar_bench.approaches.nnunet.predictor import Predictor
+
+        predict, scheme = Predictor(fold_dir, self.ctx.device).probabilities, self.schemes[desc]
+        root, labels = truth
+        for case in held.itertuples(index=False):
+            image, label = self._load_masks(case.case_id)
+            pred = predict(image).argmax(0).astype(np.uint8)
+            book.add(desc, pred, label, None)
+            merged = merge(label, pred, scheme)
+            true = None
+            if labels is not None and case.study_id in labels.index:
+                severities = labels.loc[case.study_id, list(LABEL_COLUMNS)]
+                args = (case.study_id, case.series_id, case.instance_number, scheme, severities, len(label))
+                true = truth_label(root, *args)
+            audit.add(desc, label, merged, true)
+            np.savez_compressed(
+                self.ctx.workdir / "merged" / f"{case.case_id}.npz", image=image, label=merged
+            )
+
+    def _stage2(
+        self,
+        cases: pd.DataFrame,
+        types: list[str],
+        rest: list[int],
+        val: list[int],
+        evaluate: Callable[[dict[str, Path], object], object],
+    ) -> dict[str, Path]:
+        """One nnU-Net per series type on the merged labels (the pseudo-mask where no merge exists)."""
+        merged_dir = self.ctx.workdir / "merged"
         models = {}
-        with ctx.nested_run("stage2") as child:
+        with self.ctx.nested_run("stage2") as child:
             for i, desc in enumerate(types):
                 sub = cases[cases["series_type"] == desc]
                 have = {p.stem for p in merged_dir.glob("*.npz")}

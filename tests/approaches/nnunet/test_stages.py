@@ -9,7 +9,6 @@ import pandas as pd
 import pytest
 
 from lumbar_bench.approaches.nnunet import grading as gr
-from lumbar_bench.approaches.nnunet import qc
 from lumbar_bench.approaches.nnunet.pseudo_masks import load_case, load_schemes
 from lumbar_bench.approaches.nnunet.schemes import derive_schemes
 from lumbar_bench.approaches.prior import fit_prior
@@ -57,34 +56,6 @@ def test_pseudo_masks_paint_every_series_type(masks):
     coords = pd.read_csv(result.path / "coords.csv", keep_default_na=False)
     sag = coords[coords["series_type"].str.startswith("Sagittal")]
     assert (sag["level_from_masks"] == sag["level"]).mean() > 0.5
-
-
-def test_qc_scores_and_manual_overrides(masks, tmp_path):
-    result, _ = masks
-    report = qc.run_qc(result.path, qc.QCConfig())
-    assert {"score", "keep", "reasons", "check_level"} <= set(report.columns)
-    assert report["score"].between(0, 1).all()
-    worst = int(report.iloc[0]["series_id"])
-    best = int(report.iloc[-1]["series_id"])
-    manual = tmp_path / "manual.csv"
-    manual.write_text(f"series_id,action\n{worst},include\n{best},exclude\n")
-    again = qc.run_qc(result.path, qc.QCConfig(manual=str(manual))).set_index("series_id")
-    assert again.loc[worst, "keep"] and not again.loc[best, "keep"]
-    assert "manual_exclude" in again.loc[best, "reasons"]
-    summary = qc.summarise(again.reset_index())
-    assert summary["qc/n_series"] == len(report) and summary["qc/n_dropped"] >= 1
-
-
-def test_qc_catches_the_phantoms_hard_cases(masks, tiny_phantom):
-    result, _ = masks
-    report = qc.run_qc(result.path, qc.QCConfig())
-    hard = pd.read_csv(tiny_phantom / "truth" / "cases.csv").set_index("study_id")
-    flags = [c for c in hard.columns if c != "study_id"]
-    report["hard"] = report["study_id"].map(hard[flags].astype(bool).any(axis=1)).fillna(False)
-    if report["hard"].any() and (~report["hard"]).any():
-        assert (
-            report.loc[report["hard"], "score"].mean() <= report.loc[~report["hard"], "score"].mean() + 0.05
-        )
 
 
 def test_a_study_without_vertebrae_falls_back_to_the_prior(phantom_data, masks, caplog):
