@@ -210,6 +210,7 @@ class NnUNetApproach(Approach):
             data, ids, vert, cfg.vertebra(), cfg.masks(), ctx.cache_dir, ctx.device, ctx.progress
         )
         self._stage(ctx, "pseudo_masks", masks)
+        self._report.metrics(pl.mask_metrics(masks))  # geometry/axial_level_accuracy, pseudo_masks/truth_dice
         self.schemes = load_schemes(masks.path / "schemes.json")
         coords = pd.read_csv(masks.path / "coords.csv")
         self.positions = gr.slice_positions(coords, self.schemes) if len(coords) else {}

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from lumbar_bench.approaches.nnunet import dataset as nd
@@ -31,8 +32,8 @@ from lumbar_bench.stage_cache import StageResult, cached_stage, stage_key
 log = logging.getLogger(__name__)
 
 #: Bumped when a stage's code changes what it writes; part of every cache key.
-#: pseudo_masks 3: each slice's own plane (tilted axial blocks), regions cut to their level.
-STAGE_VERSIONS: dict[str, int] = {"vertebrae": 1, "pseudo_masks": 3, "nnunet_data": 1}
+#: pseudo_masks 3: each slice's own plane (tilted axial blocks), regions cut to their level; 4: metrics.json.
+STAGE_VERSIONS: dict[str, int] = {"vertebrae": 1, "pseudo_masks": 4, "nnunet_data": 1}
 
 
 @dataclass(frozen=True)
@@ -100,8 +101,45 @@ def mask_stage(
     def build(out: Path) -> None:
         model = load_vertebra_model(vert.path, vcfg, device)
         build_pseudo_masks(data, sorted(study_ids), model, mcfg, out, device, progress)
+        write_mask_metrics(out, Path(data.root) / "truth")
 
     return cached_stage(cache_dir, "pseudo_masks", payload, build)
+
+
+def write_mask_metrics(stage_dir: Path, truth_dir: Path) -> dict[str, float]:
+    """Judge a pseudo-mask stage; writes ``metrics.json`` (and ``truth_dice.csv``) into it.
+
+    ``geometry/axial_level_accuracy`` comes from ``coords.csv`` (subarticular coordinates on
+    axial series whose slice got the labelled level). On the phantom, ``pseudo_masks/truth_dice``
+    and its per-series-type values come from ``truth_dice.csv``; without ``truth/`` (real
+    data) they are left out.
+    """
+    from lumbar_bench.approaches.nnunet.pseudo_masks import axial_level_accuracy
+    from lumbar_bench.approaches.nnunet.seg_eval import pseudo_mask_truth_by_type, pseudo_mask_truth_metrics
+
+    try:
+        coords = pd.read_csv(stage_dir / "coords.csv", keep_default_na=False, na_values=[])
+    except (FileNotFoundError, pd.errors.EmptyDataError):
+        coords = pd.DataFrame()
+    metrics = {"geometry/axial_level_accuracy": axial_level_accuracy(coords)}
+    table = pseudo_mask_truth_by_type(stage_dir, truth_dir)
+    if len(table):
+        table.to_csv(stage_dir / "truth_dice.csv", index=False)
+        metrics.update(pseudo_mask_truth_metrics(table))
+    metrics = {k: float(v) for k, v in metrics.items() if np.isfinite(v)}
+    (stage_dir / "metrics.json").write_text(json.dumps(metrics, indent=1, sort_keys=True))
+    log.info(
+        "pseudo-masks: axial level accuracy %.3f, truth Dice %.3f",
+        metrics.get("geometry/axial_level_accuracy", float("nan")),
+        metrics.get("pseudo_masks/truth_dice", float("nan")),
+    )
+    return metrics
+
+
+def mask_metrics(stage: StageResult) -> dict[str, float]:
+    """The metrics a pseudo-mask stage wrote (:func:`write_mask_metrics`); {} for an older stage."""
+    path = stage.path / "metrics.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def read_cases(mask_dir: Path) -> pd.DataFrame:

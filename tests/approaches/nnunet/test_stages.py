@@ -95,3 +95,27 @@ def test_blend_is_calibrated_towards_the_prior_when_segmentation_misleads():
     right[np.arange(20)[:, None], np.arange(25)[None], codes] = 1.0
     assert set(gr.calibrate_blend(wrong, codes, prior, 0.6).values()) == {0.0}
     assert min(gr.calibrate_blend(right, codes, prior, 0.6).values()) >= 0.9
+
+
+def test_mask_stage_judges_its_geometry_and_its_masks_against_truth(masks, tiny_phantom, tmp_path):
+    from lumbar_bench.approaches.nnunet import pipeline as pl
+
+    result, _ = masks
+    metrics = pl.mask_metrics(result)
+    # every labelled subarticular coordinate's axial slice gets its level from the slice's own plane
+    assert metrics["geometry/axial_level_accuracy"] >= 0.98
+    coords = pd.read_csv(result.path / "coords.csv", keep_default_na=False)
+    axial = coords[coords["series_type"] == "Axial T2"]
+    assert metrics["geometry/axial_level_accuracy"] == pytest.approx(
+        (axial["level_from_masks"] == axial["level"]).mean()
+    )
+    table = pd.read_csv(result.path / "truth_dice.csv")
+    assert set(table["series_type"]) == {"Sagittal T1", "Sagittal T2/STIR", "Axial T2"}
+    for desc in ("sagittal_t1", "sagittal_t2_stir", "axial_t2"):
+        assert 0 < metrics[f"pseudo_masks/truth_dice/{desc}"] <= 1
+    assert 0 < metrics["pseudo_masks/truth_dice"] <= 1
+    # real data has no truth/: the Dice is left out, silently
+    import shutil
+
+    copy = shutil.copytree(result.path, tmp_path / "stage")
+    assert set(pl.write_mask_metrics(copy, tmp_path / "no-truth")) == {"geometry/axial_level_accuracy"}
