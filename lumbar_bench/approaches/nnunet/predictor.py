@@ -20,7 +20,7 @@ class Predictor:
         from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
         from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-        from lumbar_bench.approaches.nnunet.trainer import TINY, _LogStream, trainer_class
+        from lumbar_bench.approaches.nnunet.trainer import TINY, LogStream, trainer_class
 
         base = Path(fold_dir).parent
         plans = json.loads((base / "plans.json").read_text())
@@ -35,7 +35,7 @@ class Predictor:
         network = trainer_class().build_network_architecture(
             manager, config, n_in, label_manager.num_segmentation_heads, enable_deep_supervision=False
         )
-        with contextlib.redirect_stdout(_LogStream()):
+        with contextlib.redirect_stdout(LogStream()):
             self.predictor = nnUNetPredictor(
                 tile_step_size=0.5,
                 use_gaussian=True,
@@ -55,10 +55,10 @@ class Predictor:
 
     def probabilities(self, image: np.ndarray) -> np.ndarray:
         """Class probabilities ``(n_classes, H, W)`` of one 2D image in [0, 1]."""
-        from lumbar_bench.approaches.nnunet.trainer import _LogStream
+        from lumbar_bench.approaches.nnunet.trainer import LogStream
 
         x = np.asarray(image, dtype=np.float32)[None, None]
-        with contextlib.redirect_stdout(_LogStream()):
+        with contextlib.redirect_stdout(LogStream()):
             _, probs = self.predictor.predict_single_npy_array(
                 x, {"spacing": (999.0, 1.0, 1.0)}, None, None, True
             )
