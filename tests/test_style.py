@@ -5,8 +5,6 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
-
 import lumbar_bench
 
 MAX_LINES = 60
@@ -36,6 +34,5 @@ def test_the_scan_finds_a_long_function_and_its_nested_helpers(tmp_path):
     assert long_functions(tmp_path) == [f"{tmp_path.name}/m.py:long (63 lines)"]
 
 
-@pytest.mark.xfail(strict=False, reason="issue 11: long functions being split")
 def test_no_function_in_the_package_is_over_60_lines():
     assert long_functions(PACKAGE) == []
