@@ -58,7 +58,8 @@ class NnUNetConfig:
     vertebra_slices: int = 0
     vertebra_lr: float = 1e-3
     along: float = 0.5
-    across: float = 0.45
+    across: float = 0.2
+    axial_radius: float = 0.1
     ignore_ring: int = 1
     qc_threshold: float = 0.8
     qc_manual: str = ""
@@ -77,6 +78,8 @@ class NnUNetConfig:
     blend: float = 0.6
     #: Fit the blend weight per score group on the held-out training studies (else ``blend`` as is).
     calibrate: bool = True
+    #: One blend weight per score group (needs enough held-out studies; ``ci`` has 12 and shares one).
+    calibrate_per_group: bool = True
     min_mass: float = 2.0
     #: Fraction of the budget left at the start of fit kept for evaluation, calibration and prediction.
     predict_reserve: float = 0.15
@@ -109,15 +112,17 @@ class NnUNetConfig:
                 overlays=3,
                 threads=1,
                 predict_reserve=0.3,
+                calibrate_per_group=False,
             )
         if subset == "small":
             return cls(
                 size=96,
                 encoder="resnet18",
-                vertebra_epochs=12,
+                vertebra_epochs=30,
                 vertebra_lr=3e-3,
-                epochs=25,
+                epochs=50,
                 iterations=25,
+                min_mass=0.5,
                 refine_folds=2,
                 lr=3e-3,
                 optimizer="adam",
@@ -140,7 +145,13 @@ class NnUNetConfig:
 
     def masks(self) -> MaskConfig:
         """Return the pseudo-mask stage's config (its cache key)."""
-        return MaskConfig(size=self.size, along=self.along, across=self.across, ignore_ring=self.ignore_ring)
+        return MaskConfig(
+            size=self.size,
+            along=self.along,
+            across=self.across,
+            ignore_ring=self.ignore_ring,
+            axial_radius=self.axial_radius,
+        )
 
     def plan(self) -> pl.PlanConfig:
         """Return the nnU-Net ``2d_tiny`` network."""
@@ -258,7 +269,9 @@ class NnUNetApproach(Approach):
             grader = self._grader(ctx)
             raw = np.stack([self._grade(grader, data, s)[0] for s in val])
             codes = data.labels.loc[val, list(LABEL_COLUMNS)].to_numpy(np.int64)
-            self.blend = gr.calibrate_blend(raw, codes, self.prior, cfg.blend)
+            self.blend = gr.calibrate_blend(
+                raw, codes, self.prior, cfg.blend, per_group=cfg.calibrate_per_group
+            )
         self._report.metrics({f"grading/blend_{k}": v for k, v in self.blend.items()})
         log.info("nnunet: blend weights with the prior %s", self.blend)
 

@@ -52,11 +52,11 @@ class MaskConfig:
 
     size: int = 128
     along: float = 0.5
-    across: float = 0.45
+    across: float = 0.2
     ignore_ring: int = 1
     min_area: int = 6
     #: Axial region radius as a fraction of the sagittal vertebra width (in mm).
-    axial_radius: float = 0.25
+    axial_radius: float = 0.1
 
 
 @dataclass
