@@ -77,6 +77,7 @@ def evaluate_and_log(
     predictions.to_csv(out / "predictions.csv", index=False)
     labels_to_frame(labels).to_csv(out / "labels.csv", index=False)
     metrics = compute_metrics(labels, predictions)
+    metrics["rsna_score_ci_low"], metrics["rsna_score_ci_high"] = score_interval(labels, predictions)
     trun.log_artifact(out / "predictions.csv")
     trun.log_artifact(out / "labels.csv")
     codes = labels[list(LABEL_COLUMNS)].to_numpy(dtype=np.int64)
@@ -85,6 +86,25 @@ def evaluate_and_log(
         confusion_figure(matrix, f"{title}: score {metrics['rsna_score']:.3f}"), "confusion_matrix.png"
     )
     return metrics
+
+
+#: Resamples and seed of a run's own interval (the leaderboard's pool runs; see :func:`score_interval`).
+RUN_BOOT, RUN_BOOT_SEED = 1000, 0
+
+
+def score_interval(labels: pd.DataFrame, predictions: pd.DataFrame) -> tuple[float, float]:
+    """95% bootstrap interval of one run's ``rsna_score`` over its held-out studies.
+
+    Logged as ``rsna_score_ci_low`` and ``rsna_score_ci_high`` so the MLflow runs table can
+    show a run's interval beside its score; it resamples studies only (one run is one seed).
+    """
+    from lumbar_bench.metrics.bootstrap import Evidence, bootstrap_ci, study_parts
+
+    codes = labels[list(LABEL_COLUMNS)].to_numpy(dtype=np.int64)
+    num, den = study_parts(codes, submission_matrix(labels, predictions))
+    ids = np.asarray(labels.index, dtype=np.int64)
+    evidence = Evidence(ids, np.zeros(len(ids), dtype=np.int64), num, den)
+    return bootstrap_ci(evidence, RUN_BOOT, RUN_BOOT_SEED, seeds=False)
 
 
 #: Largest difference from the training prior's probabilities that still counts as "the prior".

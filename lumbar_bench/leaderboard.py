@@ -55,10 +55,12 @@ __all__ = [
     "header_lines",
     "oracle_score",
     "publish",
+    "register_top",
     "render",
     "results_dir",
     "to_frame",
     "to_markdown",
+    "share_view",
     "to_text_table",
     "write",
 ]
@@ -66,6 +68,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 BASELINE = "resnet18"
+#: The board's table artifact of the leaderboard run.
+TABLE = "leaderboard.json"
 
 
 @dataclass(frozen=True)
@@ -371,17 +375,71 @@ def results_dir(root: Path, experiment: str) -> Path:
 
 
 def publish(board: Leaderboard, uri: str, paths: dict[str, Path]) -> str:
-    """Log the board files to a small ``leaderboard`` run and tag its runs ``leaderboard=<id>``."""
+    """Log the board to a small ``leaderboard`` run and tag its runs ``leaderboard=<id>``.
+
+    The run holds the board as a table (``leaderboard.json``, sortable in the UI, read back
+    with ``mlflow.load_table``), as ``.md``/``.csv``/``.png`` files, and as its description.
+    """
     tags = {
         "kind": "leaderboard",
         "board_id": board.board_id,
         "board.subset": board.subset,
         "board.split_digest": board.split_digest,
         "board.rows": len(board.rows),
+        "mlflow.note.content": to_markdown(board),
     }
     with tracking.tracked_run(uri, board.experiment, f"leaderboard-{board.subset}", tags) as trun:
+        trun.log_table(to_frame(board), TABLE)
         for path in paths.values():
             trun.log_artifact(path)
     for run_id in board.run_ids:
         tracking.set_tags(uri, run_id, {"leaderboard": board.board_id})
     return trun.run_id
+
+
+#: Runs-table columns of a board's view in the MLflow UI (the UI's own column keys).
+VIEW_COLUMNS = (
+    "tags.`approach`",
+    "tags.`seed`",
+    "metrics.`rsna_score`",
+    "metrics.`rsna_score_ci_low`",
+    "metrics.`rsna_score_ci_high`",
+    "metrics.`runtime/total_s`",
+    "metrics.`balanced_accuracy`",
+)
+
+
+def share_view(board: Leaderboard, uri: str) -> str:
+    """Save the UI view of the board's runs (best score first, score, CI and runtime as columns).
+
+    Returns the path to open after ``mlflow ui``'s address (``http://127.0.0.1:5000``).
+    """
+    view = {
+        "searchFilter": f"tags.leaderboard = '{board.board_id}'",
+        "orderByKey": "metrics.`rsna_score`",
+        "orderByAsc": True,
+        "selectedColumns": list(VIEW_COLUMNS),
+    }
+    return tracking.share_runs_view(uri, board.experiment, f"board-{board.board_id}", view)
+
+
+def register_top(board: Leaderboard, uri: str, name: str) -> tuple[int, RunRecord]:
+    """Register the model of the top row's best run as a new version of ``name``.
+
+    The version's tags give the board id, the row's score and 95% CI, and the run's own score.
+    Returns the version number and the run.
+    """
+    top = board.rows[0]
+    runs = [tracking.get_run(uri, r) for r in top.run_ids]
+    best = min(runs, key=lambda r: r.metric("rsna_score", float("inf")))
+    tags = {
+        "board_id": board.board_id,
+        "approach": top.approach,
+        "config_hash": top.config_hash,
+        "board_rsna_score": f"{top.score:.6f}",
+        "board_ci": f"[{top.ci_low:.6f}, {top.ci_high:.6f}]",
+        "run_rsna_score": f"{best.metric('rsna_score', float('nan')):.6f}",
+        "subset": board.subset,
+        "split_digest": board.split_digest,
+    }
+    return tracking.register_model(uri, name, best.run_id, tags), best

@@ -8,6 +8,7 @@ artifacts with ``lumbar-bench score``.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import platform
 import time
@@ -170,6 +171,7 @@ def run(request: RunRequest) -> RunResult:
     ):
         claim.begin(trun.run_id, request.tracking_uri, device)
         trun.log_params(params)
+        evaluated = _log_datasets(trun, data, tags, train_ids, eval_ids)
 
         def on_hard_limit() -> None:
             trun.set_tags({"budget_exceeded": "true"})
@@ -180,7 +182,7 @@ def run(request: RunRequest) -> RunResult:
             tracking.system_metrics(trun, request.system_metrics),
             _torch_threads(request.threads),
         ):
-            metrics = _fit_and_evaluate(
+            metrics, approach = _fit_and_evaluate(
                 cls,
                 config,
                 data,
@@ -194,6 +196,7 @@ def run(request: RunRequest) -> RunResult:
                 trun,
                 claim,
             )
+        _log_model(approach, request, config, workdir / "model", trun, metrics, evaluated)
         trun.log_json(
             {"approach": request.approach, "config_hash": chash, "config": config_dict(config)}, "config.json"
         )
@@ -260,8 +263,8 @@ def _fit_and_evaluate(
     cache_dir: Path,
     trun: tracking.TrackedRun,
     claim: attempts.Claim,
-) -> dict[str, float]:
-    """Fit on ``train_ids``, predict ``eval_ids``, then score and log; returns the metrics.
+) -> tuple[dict[str, float], Approach]:
+    """Fit on ``train_ids``, predict ``eval_ids``, then score and log; returns the metrics and the model.
 
     Compute is counted over attempts (see :mod:`lumbar_bench.attempts`): a run that resumed an
     interrupted one logs the training seconds of both, one that reused a finished model the original's.
@@ -302,11 +305,72 @@ def _fit_and_evaluate(
     trun.log_metrics(metrics)
     over = total_s > budget.soft_seconds
     trun.set_tags({"budget_exceeded": str(over).lower()})
-    model_dir = workdir / "model"
-    model_dir.mkdir(exist_ok=True)
-    approach.save(model_dir)
-    trun.log_artifact(model_dir, "model")
-    return metrics
+    return metrics, approach
+
+
+#: Metrics a logged model carries (linked to it and to the evaluation dataset).
+MODEL_METRICS = (
+    "rsna_score",
+    "rsna_score_ci_low",
+    "rsna_score_ci_high",
+    "accuracy",
+    "balanced_accuracy",
+    "runtime/total_s",
+)
+
+
+def _log_model(
+    approach: Approach,
+    request: RunRequest,
+    config: Any,
+    model_dir: Path,
+    trun: tracking.TrackedRun,
+    metrics: dict[str, float],
+    evaluated: tracking.DatasetRef,
+) -> str:
+    """Save the trained approach (:mod:`lumbar_bench.inference`) and log it as the run's MLflow model."""
+    from lumbar_bench import __version__, inference
+    from lumbar_bench.config import config_dict
+
+    chash = config_hash(request.approach, config)
+    inference.save_trained(approach, request.approach, chash, model_dir)
+    versions = package_versions()
+    requirements = [f"lumbar-bench=={__version__}"] + [
+        f"{name}=={v}" for name, v in versions.items() if name != "python" and v != "absent"
+    ]
+    spec = tracking.ModelSpec(
+        name=request.approach,
+        params={f"config.{k}": v for k, v in config_dict(config).items()},
+        tags={"approach": request.approach, "config_hash": chash, "subset": request.subset},
+        requirements=tuple(requirements),
+        metadata={"approach": request.approach, "config_hash": chash, "versions": versions},
+    )
+    wanted = {k: metrics[k] for k in MODEL_METRICS if k in metrics}
+    return trun.log_model(model_dir, spec, wanted, evaluated)
+
+
+def _log_datasets(
+    trun: tracking.TrackedRun, data: Any, tags: dict[str, Any], train_ids: list[int], eval_ids: list[int]
+) -> tracking.DatasetRef:
+    """Log the training and evaluation label tables as the run's dataset inputs; returns the evaluation one.
+
+    A dataset is named after the data and the split (``phantom-2c8ad040/split-d736c39c/f0-ci-train``);
+    its digest hashes the data digest, the split digest, fold, subset and context, so runs that
+    trained (or were scored) on the same studies share it.
+    """
+    from lumbar_bench.data.labels import labels_to_frame
+
+    base = (
+        f"{tags['dataset']}-{tags['data_digest'][:8]}/split-{tags['split_digest'][:8]}/"
+        f"f{tags['fold']}-{tags['subset']}"
+    )
+    refs = {}
+    for context, ids, suffix in (("training", train_ids, "train"), ("evaluation", eval_ids, "eval")):
+        key = f"{tags['data_digest']}:{tags['split_digest']}:{tags['fold']}:{tags['subset']}:{context}"
+        digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+        refs[context] = tracking.DatasetRef(f"{base}-{suffix}", digest, context)
+        trun.log_dataset(labels_to_frame(data.labels.loc[ids]), refs[context])
+    return refs["evaluation"]
 
 
 def _score_and_log(
@@ -356,33 +420,15 @@ def predict_from_run(
     device: str = "auto",
     progress: bool = True,
 ) -> pd.DataFrame:
-    """Load the model saved by run ``run_id`` and write a complete Kaggle submission for the test part."""
-    import json
-    import tempfile
+    """Write a complete Kaggle submission for the test part with run ``run_id``'s logged MLflow model.
 
-    from lumbar_bench.config import config_from_dict
-
+    The same path as ``mlflow.pyfunc.load_model(...).predict(...)``.
+    """
     cache_dir = cache_dir or datasets.default_cache_dir()
-    name = tracking.get_run(tracking_uri, run_id).tag("approach")
-    if not name:
-        raise ConfigError(f"run {run_id} has no 'approach' tag; was it made by lumbar-bench run?")
-    cls = get_approach(name)
-    with tempfile.TemporaryDirectory() as tmp:
-        cfg = json.loads(
-            tracking.download_artifacts(tracking_uri, run_id, "config.json", Path(tmp)).read_text()
-        )
-        model_dir = tracking.download_artifacts(tracking_uri, run_id, "model", Path(tmp))
-        approach = cls.load(model_dir, config_from_dict(cls.Config, cfg["config"]))
-    data = datasets.load_data(data_dir, cache_dir, progress=progress, part="test")
-    ids = list(data.study_ids)
-    ctx = RunContext(
-        workdir=cache_dir / "predict" / run_id,
-        cache_dir=cache_dir,
-        device=resolve_device(device),
-        progress=progress,
-    )
-    ctx.workdir.mkdir(parents=True, exist_ok=True)
-    submission = complete_submission(approach.predict(data, ids, ctx), ids, name)
+    root = data_dir if data_dir is not None else datasets.ensure_phantom(cache_dir, progress)
+    model = tracking.load_model(tracking_uri, run_id)
+    params = {"part": "test", "device": device, "cache_dir": str(cache_dir)}
+    submission = model.predict(pd.DataFrame({"data": [str(root)]}), params=params)
     out.parent.mkdir(parents=True, exist_ok=True)
     submission.to_csv(out, index=False)
     return submission

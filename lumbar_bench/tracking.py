@@ -30,6 +30,8 @@ _MAX_PARAM_LEN = 500
 _PAGE = 1000
 #: The tag MLflow puts on a nested run, naming its parent.
 _PARENT_TAG = "mlflow.parentRunId"
+#: The tag naming the logged model of a run.
+MODEL_TAG = "model_id"
 
 
 def _client(uri: str) -> Any:
@@ -64,6 +66,30 @@ def experiment_id(uri: str, name: str) -> str:
         if exp is None:
             raise
         return exp.experiment_id
+
+
+@dataclass(frozen=True)
+class DatasetRef:
+    """A run's training or evaluation data as MLflow records it: name, digest and context.
+
+    ``context`` is ``training`` or ``evaluation`` (the UI's Dataset column shows both);
+    metrics linked to a logged model name the evaluation dataset by ``name`` and ``digest``.
+    """
+
+    name: str
+    digest: str
+    context: str
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a logged model records besides its files: params, tags, requirements, metadata."""
+
+    name: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+    tags: Mapping[str, Any] = field(default_factory=dict)
+    requirements: tuple[str, ...] = ()
+    metadata: Mapping[str, Any] = field(default_factory=dict)
 
 
 class TrackedRun:
@@ -118,6 +144,64 @@ class TrackedRun:
     def log_figure(self, figure: Any, name: str) -> None:
         """Upload a matplotlib figure as a PNG artifact."""
         self._client.log_figure(self.run_id, figure, name)
+
+    def log_table(self, frame: Any, artifact_file: str) -> None:
+        """Upload a DataFrame as a table artifact (``.json``): the UI shows it sortable."""
+        self._client.log_table(self.run_id, data=frame, artifact_file=artifact_file)
+
+    def log_dataset(self, frame: Any, ref: DatasetRef) -> None:
+        """Record ``frame`` (a label table) as a dataset input of the run, in context ``ref.context``."""
+        import mlflow.data
+        from mlflow.entities import DatasetInput, InputTag
+        from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+        dataset = mlflow.data.from_pandas(frame, name=ref.name, digest=ref.digest)
+        # the entity mlflow.log_input builds; the client has no public converter
+        entity = dataset._to_mlflow_entity()
+        self._client.log_inputs(
+            self.run_id, [DatasetInput(entity, [InputTag(MLFLOW_DATASET_CONTEXT, ref.context)])]
+        )
+
+    def log_model(
+        self, model_dir: Path, spec: ModelSpec, metrics: Mapping[str, float], dataset: DatasetRef | None
+    ) -> str:
+        """Log ``model_dir`` (:mod:`lumbar_bench.inference`) as a pyfunc MLflow model of this run.
+
+        The model is a logged model (MLflow 3) whose source run is this one; ``metrics`` are
+        logged to the run linked to the model and the evaluation ``dataset``, so the model's
+        page shows them. Returns the model id (also the run's ``model_id`` tag).
+        """
+        from mlflow.entities import LoggedModelOutput
+
+        from lumbar_bench import tracking_model
+
+        experiment = self._client.get_run(self.run_id).info.experiment_id
+        model = self._client.create_logged_model(
+            experiment,
+            name=spec.name,
+            source_run_id=self.run_id,
+            params={k: str(v)[:_MAX_PARAM_LEN] for k, v in spec.params.items()},
+            tags={k: str(v) for k, v in spec.tags.items()},
+            model_type="lumbar-bench",
+        )
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                out = Path(tmp) / "model"
+                tracking_model.save_pyfunc(model_dir, out, list(spec.requirements), dict(spec.metadata))
+                self._client.log_model_artifacts(model.model_id, str(out))
+        except BaseException:
+            self._client.finalize_logged_model(model.model_id, "FAILED")
+            raise
+        self._client.finalize_logged_model(model.model_id, "READY")
+        self._client.log_outputs(self.run_id, [LoggedModelOutput(model.model_id, 0)])
+        linked = {"dataset_name": dataset.name, "dataset_digest": dataset.digest} if dataset else {}
+        for key, value in metrics.items():
+            if value is not None and math.isfinite(value):
+                self._client.log_metric(
+                    self.run_id, key, float(value), step=0, model_id=model.model_id, **linked
+                )
+        self.set_tags({MODEL_TAG: model.model_id})
+        return model.model_id
 
     def child(self, name: str, tags: dict[str, Any] | None = None) -> TrackedRun:
         """Start a nested run under this one (tagged ``mlflow.parentRunId``)."""
@@ -379,3 +463,67 @@ def local_artifact(uri: str, run_id: str, path: str, dst: Path) -> Path:
             raise FileNotFoundError(f"run {run_id} has no artifact {path!r}")
         return local
     return download_artifacts(uri, run_id, path, dst)
+
+
+#: Experiment tag prefix under which the MLflow UI keeps a shared runs-table view (its "Share" button).
+_VIEW_TAG = "mlflow.sharedViewState."
+
+
+def share_runs_view(uri: str, experiment: str, key: str, view: Mapping[str, Any]) -> str:
+    """Save a runs-table view (filter, order, columns) on ``experiment``; returns its UI path.
+
+    ``view`` holds the UI's own keys: ``searchFilter``, ``orderByKey``, ``orderByAsc`` and
+    ``selectedColumns`` (e.g. ``metrics.`rsna_score```). The path, after ``mlflow ui``'s address,
+    opens the runs table with that view, as a link made with the UI's "Share" button does.
+    """
+    from urllib.parse import quote
+
+    exp_id = experiment_id(uri, experiment)
+    _client(uri).set_experiment_tag(exp_id, _VIEW_TAG + key, json.dumps(dict(view)))
+    return f"/#/experiments/{exp_id}/runs?viewStateShareKey={quote(key)}"
+
+
+def run_model_id(uri: str, run_id: str) -> str:
+    """Id of the logged model of run ``run_id``; :class:`ConfigError` when it has none."""
+    from lumbar_bench.errors import ConfigError
+
+    model_id = get_run(uri, run_id).tag(MODEL_TAG)
+    if not model_id:
+        raise ConfigError(f"run {run_id} in {uri} has no logged model (tag {MODEL_TAG!r}); run it again")
+    return model_id
+
+
+def load_model(uri: str, run_id: str) -> Any:
+    """The ``mlflow.pyfunc`` model logged by run ``run_id`` (a local store is read in place)."""
+    import mlflow.pyfunc
+    from mlflow.artifacts import download_artifacts
+
+    location = _client(uri).get_logged_model(run_model_id(uri, run_id)).artifact_location
+    return mlflow.pyfunc.load_model(download_artifacts(artifact_uri=location, tracking_uri=uri))
+
+
+def register_model(uri: str, name: str, run_id: str, tags: dict[str, Any]) -> int:
+    """Register run ``run_id``'s logged model as a new version of ``name``; returns the version.
+
+    The source is the model's artifact location, not ``models:/<id>``: MLflow's SQL registry
+    resolves a ``models:/`` source with a default client, i.e. the process-global tracking
+    URI (``./mlflow.db``), and fails for any other store.
+    """
+    from mlflow.exceptions import MlflowException
+
+    client = _client(uri)
+    model_id = run_model_id(uri, run_id)
+    try:
+        client.create_registered_model(name, description="lumbar-bench: the top approach of a leaderboard")
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    location = client.get_logged_model(model_id).artifact_location
+    version = client.create_model_version(
+        name,
+        source=location,
+        run_id=run_id,
+        tags={MODEL_TAG: model_id, **{k: str(v) for k, v in tags.items()}},
+        model_id=model_id,
+    )
+    return int(version.version)

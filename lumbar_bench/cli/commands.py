@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 from collections.abc import Callable
 
 from lumbar_bench.errors import LumbarBenchError, SubmissionError
@@ -186,6 +187,17 @@ def _leaderboard(args: argparse.Namespace) -> int:
     else:
         print(text, end="" if text.endswith("\n") else "\n")
     log.info("board %s: %s; logged as run %s", board.board_id, paths["md"].parent, run_id)
+    view = lb.share_view(board, args.tracking_uri)
+    print(
+        f"in `mlflow ui --backend-store-uri {args.tracking_uri}`: http://127.0.0.1:5000{view}",
+        file=sys.stderr,
+    )
+    if args.register:
+        version, run = lb.register_top(board, args.tracking_uri, args.register)
+        print(
+            f"registered {args.register} version {version}: {run.tag('approach')} run {run.run_id}",
+            file=sys.stderr,
+        )
     return 0
 
 

@@ -174,7 +174,8 @@ def _add_leaderboard(subs: argparse._SubParsersAction) -> None:
         "  lumbar-bench leaderboard --subset ci\n"
         "  lumbar-bench leaderboard --subset full --split 3f2a9c --format markdown --out board.md\n"
         "  lumbar-bench leaderboard --tracking-uri sqlite:///.ci-work/mlflow.db \\\n"
-        "      --experiment lumbar-bench-ci",
+        "      --experiment lumbar-bench-ci\n"
+        "  lumbar-bench leaderboard --subset small --register lumbar-bench-best",
     )
     _tracking(p)
     p.add_argument("--split", default=None, metavar="DIGEST", help="split digest (or its prefix) to rank")
@@ -194,6 +195,12 @@ def _add_leaderboard(subs: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--baseline", default="resnet18", help="approach to pair against (default: %(default)s)")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default: %(default)s)")
+    p.add_argument(
+        "--register",
+        default=None,
+        metavar="NAME",
+        help="register the top row's model in the MLflow Model Registry as a new version of NAME",
+    )
 
 
 def _add_check(subs: argparse._SubParsersAction) -> None:

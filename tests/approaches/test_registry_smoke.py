@@ -12,7 +12,9 @@ import pytest
 from lumbar_bench import registry, tracking
 from lumbar_bench.baseline import Baseline
 from lumbar_bench.constants import LABEL_COLUMNS
-from lumbar_bench.runner import RunRequest, RunResult, predict_from_run, run
+from lumbar_bench.data.labels import read_labels
+from lumbar_bench.metrics.score import score
+from lumbar_bench.runner import RunRequest, RunResult, run
 from tests.conftest import BASELINE
 
 FAST = {"prior"}
@@ -94,14 +96,15 @@ def test_ci_run_logs_a_reproducible_score(name, request, tiny_phantom, tmp_path,
     )
     assert json.loads(cli.stdout)["score"] == pytest.approx(out["rsna_score"], rel=1e-12)
 
-    # the saved model predicts a complete submission for the test part
-    sub = predict_from_run(
-        result.run_id, tmp_path / "submission.csv", data_dir, cache_dir, tracking_uri, "cpu", progress=False
-    )
-    test_studies = pd.read_csv(data_dir / "test_series_descriptions.csv").study_id.nunique()
-    assert len(sub) == 25 * test_studies
+    # the logged MLflow model (the path of `predict --run` and `mlflow.pyfunc`) predicts every row
+    # of the held-out fold again, with the run's score
+    held_out = read_labels(labels)
+    frame = pd.DataFrame({"data": str(data_dir), "study_id": list(held_out.index)})
+    model = tracking.load_model(tracking_uri, result.run_id)
+    sub = model.predict(frame, params={"part": "train", "device": "cpu", "cache_dir": str(cache_dir)})
+    assert len(sub) == 25 * len(held_out)
     assert set(sub.row_id.str.split("_", n=1).str[1]) == set(LABEL_COLUMNS)
-    assert sub[["normal_mild", "moderate", "severe"]].notna().all().all()
+    assert score(held_out, sub).score == pytest.approx(out["rsna_score"], abs=1e-6)
 
 
 def test_a_crash_marks_the_run_failed(tiny_phantom, tmp_path, tracking_uri, monkeypatch):

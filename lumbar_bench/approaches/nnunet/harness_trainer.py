@@ -9,6 +9,7 @@ of a method nnU-Net's trainer documents for subclassing:
 - ``on_train_start`` / ``on_epoch_end``: the harness's seconds, best epoch, per-epoch callback and
   soft deadline (the loop ends after the epoch in which the deadline passed);
 - ``save_checkpoint``: atomic, with the harness's seconds beside it and the compute ledger told;
+- ``load_checkpoint``: a resume reads the checkpoint with ``weights_only=True``;
 - ``print_to_log_file``: nnU-Net's log file, and ``logging`` instead of stdout.
 """
 
@@ -150,6 +151,14 @@ class HarnessTrainer(nnUNetTrainerNoMirroring):
         )
         if self.on_checkpoint is not None:
             self.on_checkpoint()
+
+    def load_checkpoint(self, filename_or_checkpoint: dict | str) -> None:
+        """nnU-Net's resume, from a checkpoint read with ``weights_only=True``."""
+        from lumbar_bench.approaches.nnunet.trainer import load_checkpoint
+
+        if not isinstance(filename_or_checkpoint, dict):
+            filename_or_checkpoint = load_checkpoint(Path(filename_or_checkpoint))
+        super().load_checkpoint(filename_or_checkpoint)
 
     def restore_harness_state(self, checkpoint: Path) -> None:
         """Training seconds and best epoch saved beside ``checkpoint`` (absent before they were kept)."""

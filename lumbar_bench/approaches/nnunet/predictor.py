@@ -20,12 +20,12 @@ class Predictor:
         from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
         from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-        from lumbar_bench.approaches.nnunet.trainer import TINY, LogStream, trainer_class
+        from lumbar_bench.approaches.nnunet.trainer import TINY, LogStream, load_checkpoint, trainer_class
 
         base = Path(fold_dir).parent
         plans = json.loads((base / "plans.json").read_text())
         dataset_json = json.loads((base / "dataset.json").read_text())
-        ckpt = torch.load(Path(fold_dir) / checkpoint, map_location="cpu", weights_only=False)
+        ckpt = load_checkpoint(Path(fold_dir) / checkpoint)
         manager = PlansManager(plans)
         config = manager.get_configuration(TINY)
         label_manager = manager.get_label_manager(dataset_json)

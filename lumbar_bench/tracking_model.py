@@ -1,0 +1,89 @@
+"""The ``mlflow.pyfunc`` face of a trained approach (part of tracking: imported only by it).
+
+A run's model folder (:mod:`lumbar_bench.inference`) is logged as an MLflow model whose
+``predict`` returns Kaggle submission rows::
+
+    model = mlflow.pyfunc.load_model("models:/lumbar-bench-best/1")
+    model.predict("/data/rsna")                                  # every study of the test part
+    model.predict(pd.DataFrame({"data": ["/data/rsna"], "study_id": [4003253]}),
+                  params={"part": "train", "device": "cpu"})     # chosen studies of a part
+
+The input is an RSNA-layout directory, or a frame with a ``data`` column (one directory)
+and an optional ``study_id`` column. ``params``: ``part`` (``test``), ``device`` (``auto``),
+``cache_dir`` (the user cache directory when empty).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import mlflow.pyfunc
+import pandas as pd
+
+#: The key of the model folder among the pyfunc model's artifacts.
+ARTIFACT = "lumbar_bench_model"
+PARAMS = {"part": "test", "device": "auto", "cache_dir": ""}
+
+
+class LumbarBenchModel(mlflow.pyfunc.PythonModel):
+    """Loads the approach once (``load_context``) and predicts submission rows (``predict``)."""
+
+    def load_context(self, context: Any) -> None:
+        """Rebuild the trained approach from the model's artifact folder."""
+        from lumbar_bench.inference import load_trained
+
+        self.trained = load_trained(Path(context.artifacts[ARTIFACT]))
+
+    def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        """Submission rows (``row_id, normal_mild, moderate, severe``) for the studies asked for."""
+        from lumbar_bench.inference import predict_studies
+
+        data_dir, study_ids = parse_input(model_input)
+        p = {**PARAMS, **(params or {})}
+        return predict_studies(
+            self.trained,
+            data_dir,
+            study_ids,
+            part=str(p["part"]),
+            cache_dir=Path(p["cache_dir"]) if p["cache_dir"] else None,
+            device=str(p["device"]),
+        )
+
+
+def parse_input(model_input: Any) -> tuple[Path, list[int] | None]:
+    """The data directory and study ids of a pyfunc input (a path, or a ``data``/``study_id`` frame)."""
+    if isinstance(model_input, str | Path):
+        return Path(model_input), None
+    if not isinstance(model_input, pd.DataFrame) or "data" not in model_input:
+        raise ValueError("input: an RSNA-layout directory, or a frame with a 'data' column")
+    roots = model_input["data"].dropna().astype(str).unique()
+    if len(roots) != 1:
+        raise ValueError(f"input: one data directory per call, got {len(roots)}")
+    if "study_id" not in model_input:
+        return Path(roots[0]), None
+    return Path(roots[0]), [int(s) for s in model_input["study_id"].dropna().unique()]
+
+
+def save_pyfunc(model_dir: Path, out: Path, requirements: list[str], metadata: dict[str, Any]) -> Path:
+    """Write ``model_dir`` as an MLflow pyfunc model at ``out`` (no input example: none is portable)."""
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
+
+    signature = ModelSignature(
+        inputs=Schema([ColSpec("string", "data"), ColSpec("long", "study_id", required=False)]),
+        outputs=Schema(
+            [ColSpec("string", "row_id")]
+            + [ColSpec("double", c) for c in ("normal_mild", "moderate", "severe")]
+        ),
+        params=ParamSchema([ParamSpec(k, "string", v) for k, v in PARAMS.items()]),
+    )
+    mlflow.pyfunc.save_model(
+        str(out),
+        python_model=LumbarBenchModel(),
+        artifacts={ARTIFACT: str(model_dir)},
+        signature=signature,
+        pip_requirements=requirements,
+        metadata=metadata,
+    )
+    return out
