@@ -197,9 +197,6 @@ def run(request: RunRequest) -> RunResult:
                 claim,
             )
         _log_model(approach, request, config, workdir / "model", trun, metrics, evaluated)
-        trun.log_json(
-            {"approach": request.approach, "config_hash": chash, "config": config_dict(config)}, "config.json"
-        )
     return RunResult(
         trun.run_id, request.approach, request.fold, request.subset, chash, split.digest, metrics
     )
@@ -328,11 +325,13 @@ def _log_model(
     metrics: dict[str, float],
     evaluated: tracking.DatasetRef,
 ) -> str:
-    """Save the trained approach (:mod:`lumbar_bench.inference`) and log it as the run's MLflow model."""
+    """Log ``config.json`` and the trained approach (:mod:`lumbar_bench.inference`) as the run's model."""
     from lumbar_bench import __version__, inference
-    from lumbar_bench.config import config_dict
 
     chash = config_hash(request.approach, config)
+    trun.log_json(
+        {"approach": request.approach, "config_hash": chash, "config": config_dict(config)}, "config.json"
+    )
     inference.save_trained(approach, request.approach, chash, model_dir)
     versions = package_versions()
     requirements = [f"lumbar-bench=={__version__}"] + [

@@ -14,6 +14,7 @@ import logging
 import math
 import tempfile
 import traceback
+import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -155,9 +156,12 @@ class TrackedRun:
         from mlflow.entities import DatasetInput, InputTag
         from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
-        dataset = mlflow.data.from_pandas(frame, name=ref.name, digest=ref.digest)
-        # the entity mlflow.log_input builds; the client has no public converter
-        entity = dataset._to_mlflow_entity()
+        with warnings.catch_warnings():  # a hint that integer columns cannot hold missing values
+            warnings.simplefilter("ignore", UserWarning)
+            dataset = mlflow.data.from_pandas(frame, name=ref.name, digest=ref.digest)
+            # the entity mlflow.log_input builds (the schema is inferred here); the client has no
+            # public converter
+            entity = dataset._to_mlflow_entity()
         self._client.log_inputs(
             self.run_id, [DatasetInput(entity, [InputTag(MLFLOW_DATASET_CONTEXT, ref.context)])]
         )

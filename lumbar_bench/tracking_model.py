@@ -15,6 +15,7 @@ and an optional ``study_id`` column. ``params``: ``part`` (``test``), ``device``
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -26,29 +27,38 @@ ARTIFACT = "lumbar_bench_model"
 PARAMS = {"part": "test", "device": "auto", "cache_dir": ""}
 
 
-class LumbarBenchModel(mlflow.pyfunc.PythonModel):
-    """Loads the approach once (``load_context``) and predicts submission rows (``predict``)."""
+# MLflow hints at subclass creation that type hints would enable its own input validation;
+# predict validates its input itself (parse_input; see LumbarBenchModel.predict).
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", UserWarning)
 
-    def load_context(self, context: Any) -> None:
-        """Rebuild the trained approach from the model's artifact folder."""
-        from lumbar_bench.inference import load_trained
+    class LumbarBenchModel(mlflow.pyfunc.PythonModel):
+        """Loads the approach once (``load_context``) and predicts submission rows (``predict``)."""
 
-        self.trained = load_trained(Path(context.artifacts[ARTIFACT]))
+        def load_context(self, context: Any) -> None:
+            """Rebuild the trained approach from the model's artifact folder."""
+            from lumbar_bench.inference import load_trained
 
-    def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> pd.DataFrame:
-        """Submission rows (``row_id, normal_mild, moderate, severe``) for the studies asked for."""
-        from lumbar_bench.inference import predict_studies
+            self.trained = load_trained(Path(context.artifacts[ARTIFACT]))
 
-        data_dir, study_ids = parse_input(model_input)
-        p = {**PARAMS, **(params or {})}
-        return predict_studies(
-            self.trained,
-            data_dir,
-            study_ids,
-            part=str(p["part"]),
-            cache_dir=Path(p["cache_dir"]) if p["cache_dir"] else None,
-            device=str(p["device"]),
-        )
+        def predict(self, context, model_input, params=None):  # noqa: ANN001, ANN201
+            """Submission rows (``row_id, normal_mild, moderate, severe``) for the studies asked for.
+
+            Not annotated: MLflow would read type hints as an input schema, and a schema refuses
+            one of the two inputs (a path; see :func:`parse_input`).
+            """
+            from lumbar_bench.inference import predict_studies
+
+            data_dir, study_ids = parse_input(model_input)
+            p = {**PARAMS, **(params or {})}
+            return predict_studies(
+                self.trained,
+                data_dir,
+                study_ids,
+                part=str(p["part"]),
+                cache_dir=Path(p["cache_dir"]) if p["cache_dir"] else None,
+                device=str(p["device"]),
+            )
 
 
 def parse_input(model_input: Any) -> tuple[Path, list[int] | None]:
@@ -71,19 +81,22 @@ def save_pyfunc(model_dir: Path, out: Path, requirements: list[str], metadata: d
     from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
 
     signature = ModelSignature(
-        inputs=Schema([ColSpec("string", "data"), ColSpec("long", "study_id", required=False)]),
+        inputs=None,  # a path or a data/study_id frame (parse_input); a column schema refuses a path
         outputs=Schema(
             [ColSpec("string", "row_id")]
             + [ColSpec("double", c) for c in ("normal_mild", "moderate", "severe")]
         ),
         params=ParamSchema([ParamSpec(k, "string", v) for k, v in PARAMS.items()]),
     )
-    mlflow.pyfunc.save_model(
-        str(out),
-        python_model=LumbarBenchModel(),
-        artifacts={ARTIFACT: str(model_dir)},
-        signature=signature,
-        pip_requirements=requirements,
-        metadata=metadata,
-    )
+    with warnings.catch_warnings():
+        # a hint to add an input example: none is portable (it would name a local data folder)
+        warnings.simplefilter("ignore", UserWarning)
+        mlflow.pyfunc.save_model(
+            str(out),
+            python_model=LumbarBenchModel(),
+            artifacts={ARTIFACT: str(model_dir)},
+            signature=signature,
+            pip_requirements=requirements,
+            metadata=metadata,
+        )
     return out

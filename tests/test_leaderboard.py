@@ -226,7 +226,7 @@ def test_cli_writes_files_logs_a_board_run_and_tags_members(board_runs, tracking
     from mlflow import MlflowClient
 
     names = {a.path for a in MlflowClient(tracking_uri).list_artifacts(boards[0].run_id)}
-    assert names == {"leaderboard.md", "leaderboard.csv", "leaderboard.png"}
+    assert names == {"leaderboard.md", "leaderboard.csv", "leaderboard.png", "leaderboard.json"}
     # the board run itself never shows up as a row on the next board
     assert (
         main(

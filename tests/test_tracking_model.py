@@ -81,6 +81,11 @@ def test_predict_run_writes_the_test_part_through_the_logged_model(prior_runs, t
     studies = pd.read_csv(tiny_phantom / "test_series_descriptions.csv").study_id.nunique()
     assert len(sub) == 25 * studies
     assert set(sub.row_id.str.split("_", n=1).str[1]) == set(LABEL_COLUMNS)
+    # a bare directory is the same request as the CLI's (its test part)
+    direct = tracking.load_model(uri, result.run_id).predict(
+        str(tiny_phantom), params={"cache_dir": str(cache)}
+    )
+    pd.testing.assert_frame_equal(direct.reset_index(drop=True), sub, check_dtype=False)
 
 
 def test_leaderboard_registers_the_top_model_and_logs_a_table(prior_runs, tmp_path, monkeypatch, capsys):
