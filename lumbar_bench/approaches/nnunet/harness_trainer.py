@@ -153,12 +153,38 @@ class HarnessTrainer(nnUNetTrainerNoMirroring):
             self.on_checkpoint()
 
     def load_checkpoint(self, filename_or_checkpoint: dict | str) -> None:
-        """nnU-Net's resume, from a checkpoint read with ``weights_only=True``."""
+        """nnU-Net's resume, from a checkpoint read with ``weights_only=True``.
+
+        nnU-Net 2.8 reads a path with ``weights_only=False`` and its dict branch fails
+        (``UnboundLocalError``), so this restores the same state as its method: network weights
+        (``module.`` prefixes dropped where the network has none), init args, epoch, logger,
+        best EMA, mirroring axes, optimizer and grad scaler.
+        """
         from lumbar_bench.approaches.nnunet.trainer import load_checkpoint
 
-        if not isinstance(filename_or_checkpoint, dict):
-            filename_or_checkpoint = load_checkpoint(Path(filename_or_checkpoint))
-        super().load_checkpoint(filename_or_checkpoint)
+        if not self.was_initialized:
+            self.initialize()
+        ckpt = filename_or_checkpoint
+        if not isinstance(ckpt, dict):
+            ckpt = load_checkpoint(Path(ckpt))
+        network = self.network.module if self.is_ddp else self.network
+        network = getattr(network, "_orig_mod", network)  # a torch.compile'd network
+        own = network.state_dict().keys()
+        network.load_state_dict(
+            {
+                k[7:] if k not in own and k.startswith("module.") else k: v
+                for k, v in ckpt["network_weights"].items()
+            }
+        )
+        self.my_init_kwargs, self.current_epoch = ckpt["init_args"], ckpt["current_epoch"]
+        self.logger.load_checkpoint(ckpt["logging"])
+        self._best_ema = ckpt["_best_ema"]
+        self.inference_allowed_mirroring_axes = ckpt.get(
+            "inference_allowed_mirroring_axes", self.inference_allowed_mirroring_axes
+        )
+        self.optimizer.load_state_dict(ckpt["optimizer_state"])
+        if self.grad_scaler is not None and ckpt["grad_scaler_state"] is not None:
+            self.grad_scaler.load_state_dict(ckpt["grad_scaler_state"])
 
     def restore_harness_state(self, checkpoint: Path) -> None:
         """Training seconds and best epoch saved beside ``checkpoint`` (absent before they were kept)."""
