@@ -48,8 +48,8 @@ bench: venv
 	$(BIN)/python benchmarks/report.py && exit $$status
 
 lint: venv
-	$(BIN)/ruff check lumbar_bench tests benchmarks
-	$(BIN)/ruff format --check lumbar_bench tests benchmarks
+	$(BIN)/ruff check lumbar_bench tests benchmarks scripts
+	$(BIN)/ruff format --check lumbar_bench tests benchmarks scripts
 
 clean:
 	rm -rf $(VENV) $(CI_DIR) .pytest_cache .ruff_cache .benchmarks mlflow.db

@@ -68,8 +68,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 BASELINE = "resnet18"
-#: The board's table artifact of the leaderboard run.
+#: The board's table artifact of the leaderboard run, and its first columns.
 TABLE = "leaderboard.json"
+TABLE_FIRST = ("rank", "approach", "rsna_score", "ci_low", "ci_high", "paired_diff", "runtime/total_s")
 
 
 @dataclass(frozen=True)
@@ -389,7 +390,9 @@ def publish(board: Leaderboard, uri: str, paths: dict[str, Path]) -> str:
         "mlflow.note.content": to_markdown(board),
     }
     with tracking.tracked_run(uri, board.experiment, f"leaderboard-{board.subset}", tags) as trun:
-        trun.log_table(to_frame(board), TABLE)
+        frame = to_frame(board)
+        first = [c for c in TABLE_FIRST if c in frame]  # the UI shows the leftmost columns
+        trun.log_table(frame[first + [c for c in frame if c not in first]], TABLE)
         for path in paths.values():
             trun.log_artifact(path)
     for run_id in board.run_ids:

@@ -63,7 +63,7 @@ def mlflow_ui(uri: str) -> Iterator[str]:
         proc.wait(timeout=30)
 
 
-def screenshot(url: str, out: Path, size: str = "1600,900") -> Path:
+def screenshot(url: str, out: Path, size: str = "2000,900") -> Path:
     """Render ``url`` in headless Chromium (JavaScript given 20 s) and save a PNG at ``out``."""
     with tempfile.TemporaryDirectory() as profile:
         subprocess.run(
@@ -101,11 +101,11 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     with mlflow_ui(args.tracking_uri) as base:
         screenshot(base + view, args.out / "mlflow-leaderboard-runs.png")
-        table = f"{base}/#/experiments/{exp}/runs/{board_run}/artifacts?path={quote(lb.TABLE)}"
+        table = f"{base}/#/experiments/{exp}/runs/{board_run}/artifacts/{quote(lb.TABLE)}"
         screenshot(table, args.out / "mlflow-leaderboard-table.png")
         runs = quote(json.dumps(board.run_ids))
         compare = f"{base}/#/compare-runs?runs={runs}&experiments={quote(json.dumps([exp]))}"
-        screenshot(compare, args.out / "mlflow-leaderboard-compare.png", size="1600,1400")
+        screenshot(compare, args.out / "mlflow-leaderboard-compare.png", size="2000,1000")
     print(f"board {board.board_id}: screenshots in {args.out}")
 
 
