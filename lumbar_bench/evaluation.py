@@ -98,13 +98,9 @@ def score_interval(labels: pd.DataFrame, predictions: pd.DataFrame) -> tuple[flo
     Logged as ``rsna_score_ci_low`` and ``rsna_score_ci_high`` so the MLflow runs table can
     show a run's interval beside its score; it resamples studies only (one run is one seed).
     """
-    from lumbar_bench.metrics.bootstrap import Evidence, bootstrap_ci, study_parts
+    from lumbar_bench.metrics.bootstrap import bootstrap_ci, run_evidence
 
-    codes = labels[list(LABEL_COLUMNS)].to_numpy(dtype=np.int64)
-    num, den = study_parts(codes, submission_matrix(labels, predictions))
-    ids = np.asarray(labels.index, dtype=np.int64)
-    evidence = Evidence(ids, np.zeros(len(ids), dtype=np.int64), num, den)
-    return bootstrap_ci(evidence, RUN_BOOT, RUN_BOOT_SEED, seeds=False)
+    return bootstrap_ci(run_evidence(labels, predictions), RUN_BOOT, RUN_BOOT_SEED, seeds=False)
 
 
 #: Largest difference from the training prior's probabilities that still counts as "the prior".

@@ -35,7 +35,6 @@ class Trained:
 
     name: str
     approach: Any
-    config_hash: str
 
 
 def save_trained(approach: Any, name: str, config_hash: str, directory: Path) -> Path:
@@ -63,7 +62,7 @@ def load_trained(directory: Path) -> Trained:
     cls = get_approach(manifest["approach"])
     config = config_from_dict(cls.Config, manifest["config"])
     approach = cls.load(Path(directory) / WEIGHTS, config)
-    return Trained(manifest["approach"], approach, manifest.get("config_hash", ""))
+    return Trained(manifest["approach"], approach)
 
 
 def predict_studies(

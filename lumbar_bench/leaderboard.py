@@ -38,10 +38,8 @@ from lumbar_bench.board_render import (
     to_markdown,
     to_text_table,
 )
-from lumbar_bench.constants import LABEL_COLUMNS
 from lumbar_bench.errors import ConfigError, DataError
-from lumbar_bench.metrics.bootstrap import Evidence, Paired, bootstrap_ci, paired_bootstrap, study_parts
-from lumbar_bench.metrics.score import submission_matrix
+from lumbar_bench.metrics.bootstrap import Evidence, Paired, bootstrap_ci, paired_bootstrap, run_evidence
 from lumbar_bench.tracking import RunRecord
 
 __all__ = [
@@ -222,7 +220,7 @@ def load_evidence(uri: str, runs: list[RunRecord]) -> Evidence:
     """Pool the held-out ``labels.csv``/``predictions.csv`` of ``runs`` (one per fold and seed)."""
     from lumbar_bench.data.labels import read_labels
 
-    ids, folds, seeds, nums, dens = [], [], [], [], []
+    parts = []
     with tempfile.TemporaryDirectory() as tmp:
         for run in runs:
             dst = Path(tmp) / run.run_id
@@ -234,15 +232,15 @@ def load_evidence(uri: str, runs: list[RunRecord]) -> Evidence:
                 )
             except Exception as exc:  # noqa: BLE001 - a run without evidence gets no interval
                 raise DataError(f"run {run.run_id}: cannot read its predictions/labels ({exc})") from exc
-            codes = labels[list(LABEL_COLUMNS)].to_numpy(dtype=np.int64)
-            num, den = study_parts(codes, submission_matrix(labels, preds))
-            ids.append(np.asarray(labels.index, dtype=np.int64))
-            folds.append(np.full(len(labels), _fold(run)))
-            seeds.append(np.full(len(labels), _seed(run)))
-            nums.append(num)
-            dens.append(den)
+            parts.append(run_evidence(labels, preds, _fold(run), _seed(run)))
     cat = np.concatenate
-    return Evidence(cat(ids), cat(folds), np.vstack(nums), np.vstack(dens), cat(seeds))
+    return Evidence(
+        cat([p.study_ids for p in parts]),
+        cat([p.folds for p in parts]),
+        np.vstack([p.num for p in parts]),
+        np.vstack([p.den for p in parts]),
+        cat([p.seed_of for p in parts]),
+    )
 
 
 def balanced_mean(frame: pd.DataFrame) -> pd.Series:
