@@ -353,7 +353,7 @@ def _log_datasets(
 ) -> tracking.DatasetRef:
     """Log the training and evaluation label tables as the run's dataset inputs; returns the evaluation one.
 
-    A dataset is named after the data and the split (``phantom-2c8ad040/split-d736c39c/f0-ci-train``);
+    A dataset is named after the data and the split (``phantom-5e57f6a9/split-aa8c459a/f0-ci-train``);
     its digest hashes the data digest, the split digest, fold, subset and context, so runs that
     trained (or were scored) on the same studies share it.
     """

@@ -33,6 +33,14 @@ def tiny_phantom(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def default_phantom() -> Path:
+    """The default 200-study phantom, generated once into ``.ci-work/`` (shared with the gate)."""
+    from lumbar_bench import datasets
+
+    return datasets.ensure_phantom(CI_WORK / "cache", progress=False)
+
+
+@pytest.fixture(scope="session")
 def _empty_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An MLflow sqlite store created (and schema-migrated) once: 1.3 s here, where a copy takes 0.04 s."""
     from lumbar_bench import tracking
@@ -63,14 +71,16 @@ class GateSession:
 
 
 @pytest.fixture(scope="session")
-def gate(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config) -> GateSession:
+def gate(
+    tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config, default_phantom: Path
+) -> GateSession:
     """Run the CI regression gate (``lumbar-bench check baselines/ci.json``) once for the session.
 
     Tests that need a trained ``ci`` run (smoke, stage reuse, breaking an approach) read the
     gate's store instead of training again, so ``make test`` trains each configuration once.
     The default phantom is generated once into ``.ci-work/``; the store and caches are fresh.
     """
-    from lumbar_bench import check, datasets
+    from lumbar_bench import check
     from lumbar_bench.baseline import Baseline
 
     root = tmp_path_factory.mktemp("gate")
@@ -78,7 +88,7 @@ def gate(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config) 
         BASELINE,
         tracking_uri=f"sqlite:///{root / 'mlflow.db'}",
         cache_dir=root / "cache",
-        data_dir=datasets.ensure_phantom(CI_WORK / "cache", progress=False),
+        data_dir=default_phantom,
     )
     baseline = Baseline.load(BASELINE)
     verdicts = check.check(request)

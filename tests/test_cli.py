@@ -91,3 +91,14 @@ def test_run_json_prints_one_object(tiny_phantom, tmp_path, capsys):
     assert code == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["approach"] == "prior" and out["fold"] == 0 and out["rsna_score"] > 0
+
+
+def test_synth_prints_realism_and_takes_layout_options(capsys, tmp_path):
+    out = tmp_path / "regular"
+    args = ["synth", str(out), "--studies", "3", "--size", "40", "--irregularity", "0", "--cohort-draws", "2"]
+    assert main(["--no-progress", *args]) == 0
+    printed = capsys.readouterr().out
+    assert "realism on 3 studies" in printed and "correlation mean |Δ|" in printed
+    meta = json.loads((out / "phantom.json").read_text())
+    assert meta["config"]["irregularity"] == 0.0 and meta["config"]["cohort_draws"] == 2
+    assert meta["realism"]["layout"]["several_axial"]["phantom"] == 0.0

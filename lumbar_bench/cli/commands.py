@@ -45,7 +45,13 @@ def _synth(args: argparse.Namespace) -> int:
 
     summary = synthesize(
         args.out,
-        PhantomConfig(studies=args.studies, seed=args.seed, size=args.size),
+        PhantomConfig(
+            studies=args.studies,
+            seed=args.seed,
+            size=args.size,
+            irregularity=args.irregularity,
+            cohort_draws=args.cohort_draws,
+        ),
         progress=not args.no_progress,
     )
     print(summary.describe())

@@ -73,12 +73,25 @@ def _add_synth(subs: argparse._SubParsersAction) -> None:
         subs,
         "synth",
         "write the synthetic lumbar phantom (RSNA + SPIDER layouts)",
-        "  lumbar-bench synth /tmp/phantom\n  lumbar-bench synth big --studies 1975 --size 512",
+        "  lumbar-bench synth /tmp/phantom\n  lumbar-bench synth big --studies 1975 --size 512\n"
+        "  lumbar-bench synth regular --irregularity 0   # one series of each type, no blank labels",
     )
     p.add_argument("out", type=Path)
     p.add_argument("--studies", type=int, default=200)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--size", type=int, default=128, help="image size in pixels (default: %(default)s)")
+    p.add_argument(
+        "--irregularity",
+        type=float,
+        default=1.0,
+        help="scale on the real rates of extra or missing series and blank labels (default: %(default)s)",
+    )
+    p.add_argument(
+        "--cohort-draws",
+        type=int,
+        default=8,
+        help="label draws of the training cohort; the one closest to the real data is kept",
+    )
 
 
 def _add_splits(subs: argparse._SubParsersAction) -> None:

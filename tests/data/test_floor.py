@@ -12,7 +12,7 @@ import pytest
 from lumbar_bench.cli import main
 from lumbar_bench.constants import LABEL_COLUMNS
 from lumbar_bench.data.labels import read_labels
-from lumbar_bench.data.phantom import floor, pathology
+from lumbar_bench.data.phantom import disease, floor, pathology
 from lumbar_bench.metrics.score import score_arrays, submission_matrix
 
 ROW_PARTS = ("spinal", "foraminal", "subarticular")
@@ -21,7 +21,8 @@ ROW_PARTS = ("spinal", "foraminal", "subarticular")
 def _studies(n: int, seed: int) -> np.ndarray:
     """True codes ``(n, 25)`` from the phantom's own sampler."""
     rng = np.random.default_rng(seed)
-    return np.array([pathology.sample_severities(rng)[0] for _ in range(n)])
+    model = disease.joint_model(0.05)
+    return np.array([model.sample(rng)[0] for _ in range(n)])
 
 
 def _blanks(codes: np.ndarray, seed: int) -> np.ndarray:

@@ -22,11 +22,12 @@ from lumbar_bench.constants import (
     SEVERITIES,
     row_id,
 )
-from lumbar_bench.data.phantom import anatomy, geometry, pathology
+from lumbar_bench.data.phantom import anatomy, disease, geometry, pathology, reference
+from lumbar_bench.data.phantom.cohort import LAYOUT_KINDS
 from lumbar_bench.data.phantom.dicom_writer import SeriesInfo, uid, write_series
 from lumbar_bench.data.phantom.drawing import T_CSF, T_FAT, T_NERVE
 from lumbar_bench.data.phantom.render import draw_stack
-from lumbar_bench.data.phantom.study import HARD_KINDS, IRREGULAR_KINDS
+from lumbar_bench.data.phantom.study import HARD_KINDS
 from lumbar_bench.data.phantom.synth import PhantomConfig, plan_studies, synthesize
 from lumbar_bench.errors import ConfigError
 
@@ -283,6 +284,8 @@ def test_irregular_studies_present(tables: dict[str, pd.DataFrame]) -> None:
     per_study = series.groupby("study_id")["series_description"].agg(list)
     assert any(len(set(s)) < 3 for s in per_study), "a study lacking a series type"
     assert any(s.count("Axial T2") == 2 for s in per_study), "a study with two axial series"
+    assert any(s.count("Axial T2") >= 3 for s in per_study), "a study with one axial stack per disc"
+    assert any(s.count("Sagittal T1") == 2 for s in per_study), "a study with two sagittal T1 series"
     assert (tables["train"][list(LABEL_COLUMNS)] == "").any(axis=1).any(), "a study with a blank label"
     coords = tables["train_label_coordinates"]
     for study, types in per_study.items():
@@ -293,7 +296,9 @@ def test_irregular_studies_present(tables: dict[str, pd.DataFrame]) -> None:
 def test_plan_forces_every_kind() -> None:
     plans = plan_studies(PhantomConfig(studies=60, seed=11))
     train = [p for p in plans if p.part == "train"]
-    assert {p.irregular for p in train} >= set(IRREGULAR_KINDS)
+    assert {p.layout for p in train} >= set(LAYOUT_KINDS)
+    assert any((p.labels.observed < 0).any() for p in train)
+    assert not any(p.layout for p in plan_studies(PhantomConfig(studies=60, seed=11, irregularity=0.0)))
     assert {p.hard for p in train} >= set(HARD_KINDS)
     assert len(plans) == 60 + 3
 
@@ -309,16 +314,45 @@ def test_config_validation() -> None:
 # ---------------------------------------------------------------- labels, noise, oracle
 
 
-def test_prior_sampler_matches_reference() -> None:
+def test_joint_model_matches_reference_marginals_and_clusters() -> None:
+    model = disease.joint_model(0.05)
     rng = np.random.default_rng(0)
-    codes = np.array([pathology.sample_severities(rng)[0] for _ in range(3000)])
-    overall = np.bincount(codes.ravel(), minlength=3) / codes.size
+    codes = np.array([model.sample(rng)[0] for _ in range(3000)])
+    observed = pathology.observe(rng, codes, 0.05)
+    overall = np.bincount(observed.ravel(), minlength=3) / observed.size
     assert overall == pytest.approx([0.77, 0.16, 0.06], abs=0.035)
     by_label = codes.reshape(len(codes), 5, 5)  # study, condition, level
     diseased = (by_label > 0).mean(axis=0)
     assert (diseased[:, 3] > diseased[:, 0] + 0.15).all()  # L4/L5 vs L1/L2, every condition
     burden = (codes > 0).sum(axis=1)
     assert burden.var() > 2.0 * (codes > 0).mean(axis=0).dot(1 - (codes > 0).mean(axis=0))  # clustered
+    neighbours = np.corrcoef(by_label[:, 0, 2], by_label[:, 0, 3])[0, 1]
+    distant = np.corrcoef(by_label[:, 0, 0], by_label[:, 0, 3])[0, 1]
+    assert neighbours > 0.1 and neighbours > distant  # spinal L3/L4 ~ L4/L5 beats L1/L2 ~ L4/L5
+
+
+def test_joint_model_expected_correlations_hit_the_table() -> None:
+    expected = disease.expected_correlations(disease.joint_model(0.05), 0.05)
+    deltas = [
+        abs(e - r)
+        for name, ref in reference.CORRELATIONS.items()
+        for e, r in zip(expected[name], ref, strict=True)
+    ]
+    assert np.mean(deltas) < 0.04  # only spinal~subarticular at L1/L2 and L5/S1 fall short
+    assert expected["left~right subarticular"] == pytest.approx(
+        reference.CORRELATIONS["left~right subarticular"], abs=0.01
+    )
+
+
+def test_bivariate_cdf_against_scipy() -> None:
+    from scipy.stats import multivariate_normal
+
+    x, y = np.array([-1.2, 0.3, 2.0]), np.array([0.5, -0.7, 1.9])
+    for rho in (0.0, 0.5, 0.95):
+        want = [
+            multivariate_normal([0, 0], [[1, rho], [rho, 1]]).cdf([u, v]) for u, v in zip(x, y, strict=True)
+        ]
+        assert disease.bivariate_cdf(x, y, rho) == pytest.approx(want, abs=1e-6)
 
 
 def test_label_noise_moves_one_grade() -> None:
@@ -464,7 +498,7 @@ def test_spider_volumes(phantom: Path) -> None:
         mask = sitk.ReadImage(str(phantom / "spider" / "masks" / path.name))
         assert image.GetSize() == mask.GetSize() and np.allclose(image.GetSpacing(), mask.GetSpacing())
         spacing = image.GetSpacing()
-        assert spacing[2] > max(spacing[:2]) and 3.3 <= spacing[2] <= 5.5
+        assert spacing[2] > max(spacing[:2]) and 3.3 <= spacing[2] <= max(4.8, 1.2 * spacing[0]) + 1e-9
         values = set(np.unique(sitk.GetArrayFromImage(mask)).tolist())
         assert 100 in values and 201 in values
         assert {1, 2, 3} <= values | {v - 100 for v in values}

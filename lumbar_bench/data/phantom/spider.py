@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lumbar_bench.data.phantom import geometry, imaging, pathology
+from lumbar_bench.data.phantom import disease, geometry, imaging, pathology
 from lumbar_bench.data.phantom.anatomy import sample_spine
 from lumbar_bench.data.phantom.render import draw_stack, mark_partial, partial_vertebrae
 from lumbar_bench.data.phantom.study import PART_CODES
@@ -26,7 +26,7 @@ def write_spider_case(out: Path, i: int, *, seed: int, size: int) -> list[str]:
     import SimpleITK as sitk
 
     rng = np.random.default_rng([seed, PART_CODES["spider"], i])
-    _, amounts, degeneration = pathology.sample_severities(rng)
+    _, amounts, degeneration = disease.joint_model(pathology.DEFAULT_LABEL_NOISE).sample(rng)
     spine = sample_spine(rng, pathology.severity_grid(amounts), degeneration, scoliosis=rng.random() < 0.05)
     fov = rng.uniform(230.0, 300.0)
     spacing = max(rng.uniform(3.3, 4.8), 1.2 * fov / size)

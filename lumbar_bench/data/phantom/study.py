@@ -10,6 +10,7 @@ import numpy as np
 from lumbar_bench.constants import CONDITION_TITLES, CONDITIONS, LABEL_COLUMNS, LEVEL_TITLES, LEVELS
 from lumbar_bench.data.phantom import geometry, imaging, pathology
 from lumbar_bench.data.phantom.anatomy import Spine, sample_spine
+from lumbar_bench.data.phantom.cohort import StudyLabels
 from lumbar_bench.data.phantom.dicom_writer import SeriesInfo, uid, write_series
 from lumbar_bench.data.phantom.drawing import (
     C_CANAL,
@@ -21,20 +22,25 @@ from lumbar_bench.data.phantom.drawing import (
 from lumbar_bench.data.phantom.render import draw_stack, mark_partial, partial_vertebrae
 
 HARD_KINDS: tuple[str, ...] = ("low_snr", "ghosting", "transitional", "tilt", "partial_fov")
-IRREGULAR_KINDS: tuple[str, ...] = ("missing_series", "two_axial", "blank_labels")
 PART_CODES = {"train": 0, "test": 1, "spider": 2}
 
 
 @dataclass(frozen=True)
 class StudyPlan:
-    """What to generate for one study, fixed before any drawing."""
+    """What to generate for one study, fixed before any image is drawn.
+
+    ``layout`` is one of ``cohort.LAYOUT_KINDS`` or ``""`` (one series of each type);
+    ``labels`` come from the cohort draw ``cohort_draw``.
+    """
 
     part: str
     index: int
     study_id: int
     series_ids: tuple[int, ...]
-    irregular: str = ""
+    labels: StudyLabels
+    layout: str = ""
     hard: str = ""
+    cohort_draw: int = 0
 
 
 @dataclass(frozen=True)
@@ -48,7 +54,7 @@ class StudyResult:
     coordinates: list[tuple[int, int, int, str, str, float, float]]
     images: int
     hard: str
-    irregular: str
+    layout: str
 
 
 @dataclass(frozen=True)
@@ -60,17 +66,15 @@ class Series:
     contrast: str
 
 
-def make_study(
-    out: Path, truth: Path | None, plan: StudyPlan, *, seed: int, size: int, label_noise: float
-) -> StudyResult:
+def make_study(out: Path, truth: Path | None, plan: StudyPlan, *, seed: int, size: int) -> StudyResult:
     """Generate one study under ``out/{part}_images`` (and its masks under ``truth``)."""
     rng = np.random.default_rng([seed, PART_CODES[plan.part], plan.index])
-    codes, amounts, degeneration = pathology.sample_severities(rng)
+    labels = plan.labels
     transitional = str(rng.choice(["sacralised", "lumbarised"])) if plan.hard == "transitional" else ""
     spine = sample_spine(
         rng,
-        pathology.severity_grid(amounts),
-        degeneration,
+        pathology.severity_grid(labels.amounts),
+        labels.degeneration,
         transitional=transitional,
         scoliosis=plan.hard == "tilt",
     )
@@ -87,12 +91,12 @@ def make_study(
             seed=seed,
             series_number=number,
         )
-    observed = pathology.observe(rng, codes, label_noise)
-    if plan.irregular == "blank_labels":
-        observed[pathology.blank_labels(rng)] = -1
+    observed = labels.observed
     coords = _coordinates(rng, spine, series, plan.study_id, observed) if plan.part == "train" else []
     series_rows = [(s.series_id, s.stack.description) for s in series]
-    return StudyResult(plan.study_id, codes, observed, series_rows, coords, images, plan.hard, plan.irregular)
+    return StudyResult(
+        plan.study_id, labels.true_codes, observed, series_rows, coords, images, plan.hard, plan.layout
+    )
 
 
 def _plan_series(rng: np.random.Generator, spine: Spine, plan: StudyPlan, size: int) -> list[Series]:
@@ -103,26 +107,55 @@ def _plan_series(rng: np.random.Generator, spine: Spine, plan: StudyPlan, size: 
     if plan.hard == "partial_fov":
         top = spine.point(float(spine.vert_center[4]), 0.0, 0.0)[2] + rng.uniform(-3.0, 5.0)
         centre[2] = top - 0.5 * fov
-    sag = []
-    for description in ("Sagittal T1", "Sagittal T2/STIR"):
-        spacing = rng.uniform(3.5, 4.5)
-        n = max(int(rng.integers(12, 21)), int(np.ceil(44.0 / spacing)) + 1)
-        sag.append(
-            geometry.sagittal(
-                rng, description, centre, fov=fov, shape=_shape(rng, size), n=n, spacing=spacing
-            )
-        )
-    first_continuous = bool(rng.random() < 0.4)
-    axial = [_axial(rng, spine, size, continuous=first_continuous)]
-    if plan.irregular == "two_axial":
-        axial.append(_axial(rng, spine, size, continuous=not first_continuous))
-    contrasts = ["T1", "STIR" if rng.random() < 0.25 else "T2"] + ["T2"] * len(axial)
-    stacks = sag + axial
-    if plan.irregular == "missing_series":
+    sagittal_types = ["Sagittal T1", "Sagittal T2/STIR"] + ["Sagittal T1"] * (
+        plan.layout == "two_sagittal_t1"
+    )
+    stacks = [_sagittal(rng, d, centre, fov, size, repeat=i >= 2) for i, d in enumerate(sagittal_types)]
+    contrasts = ["T1", "STIR" if rng.random() < 0.25 else "T2"] + ["T1"] * (len(stacks) - 2)
+    axial = _axial_series(rng, spine, size, plan.layout)
+    stacks += axial
+    contrasts += ["T2"] * len(axial)
+    if plan.layout == "missing_series":
         drop = int(rng.choice(3, p=[0.4, 0.3, 0.3]))
+        drop = drop if drop < 2 else len(stacks) - len(axial)
         del stacks[drop], contrasts[drop]
     ids = plan.series_ids[: len(stacks)]
     return [Series(i, st, c) for i, st, c in zip(ids, stacks, contrasts, strict=True)]
+
+
+def _sagittal(
+    rng: np.random.Generator, description: str, centre: np.ndarray, fov: float, size: int, repeat: bool
+) -> geometry.Stack:
+    """One sagittal series around ``centre`` (moved a little for a repeated series)."""
+    spacing = rng.uniform(3.5, 4.5)
+    n = max(int(rng.integers(12, 21)), int(np.ceil(44.0 / spacing)) + 1)
+    if repeat:
+        centre = centre + rng.uniform([-2, -8, -8], [2, 8, 8])
+    return geometry.sagittal(rng, description, centre, fov=fov, shape=_shape(rng, size), n=n, spacing=spacing)
+
+
+def _axial_series(rng: np.random.Generator, spine: Spine, size: int, layout: str) -> list[geometry.Stack]:
+    """The study's axial stacks: one, or several as the layout says.
+
+    ``two_axial_repeat`` repeats the whole stack with the other geometry (blocks tilted to
+    each disc, or one untilted stack); ``two_axial_ranges`` splits the levels into two
+    ranges that overlap by one level; ``per_disc`` is three or four tilted stacks, each
+    over its own discs.
+    """
+    continuous = bool(rng.random() < 0.4)
+    if layout == "two_axial_repeat":
+        return [
+            _axial(rng, spine, size, continuous=continuous),
+            _axial(rng, spine, size, continuous=not continuous),
+        ]
+    if layout == "two_axial_ranges":
+        overlap = int(rng.integers(1, len(LEVELS) - 1))
+        groups = [list(range(overlap + 1)), list(range(overlap, len(LEVELS)))]
+        return [_axial(rng, spine, size, continuous=False, levels=g) for g in groups]
+    if layout == "per_disc":
+        groups = np.array_split(np.arange(len(LEVELS)), int(rng.choice([3, 4])))
+        return [_axial(rng, spine, size, continuous=False, levels=g.tolist(), tilted=True) for g in groups]
+    return [_axial(rng, spine, size, continuous=continuous)]
 
 
 def _shape(rng: np.random.Generator, size: int) -> tuple[int, int]:
@@ -132,8 +165,15 @@ def _shape(rng: np.random.Generator, size: int) -> tuple[int, int]:
     return size, size
 
 
-def _axial(rng: np.random.Generator, spine: Spine, size: int, continuous: bool) -> geometry.Stack:
-    """Make a per-level axial block series or a continuous axial stack."""
+def _axial(
+    rng: np.random.Generator,
+    spine: Spine,
+    size: int,
+    continuous: bool,
+    levels: list[int] | None = None,
+    tilted: bool | None = None,
+) -> geometry.Stack:
+    """Make a per-level axial block series (over ``levels``, default all) or a continuous stack."""
     fov = rng.uniform(160.0, 220.0)
     shift = np.array([rng.uniform(-8, 8), rng.uniform(-8, 8), 0.0])
     centre_v = 0.5 * spine.canal_v
@@ -142,6 +182,8 @@ def _axial(rng: np.random.Generator, spine: Spine, size: int, continuous: bool) 
             rng, spine, centre_v, shift, fov=fov, shape=(size, size), n=int(rng.integers(20, 29))
         )
     per_level = [int(k) for k in rng.integers(3, 6, len(LEVELS))]
+    per_level = [k if levels is None or lv in levels else 0 for lv, k in enumerate(per_level)]
+    tilt = rng.random() < 0.75
     return geometry.axial_blocks(
         rng,
         spine,
@@ -151,7 +193,7 @@ def _axial(rng: np.random.Generator, spine: Spine, size: int, continuous: bool) 
         shape=(size, size),
         per_level=per_level,
         spacing=rng.uniform(3.5, 4.5),
-        tilted=rng.random() < 0.75,
+        tilted=tilt if tilted is None else tilted,
     )
 
 

@@ -25,20 +25,21 @@ import numpy as np
 import pandas as pd
 
 from lumbar_bench.constants import LABEL_COLUMNS, PROB_COLUMNS, SEVERITIES, row_id
-from lumbar_bench.data.phantom import pathology
+from lumbar_bench.data.phantom import cohort, pathology, realism, reference
 from lumbar_bench.data.phantom.floor import expected_floor
 from lumbar_bench.data.phantom.spider import write_spider_case
-from lumbar_bench.data.phantom.study import HARD_KINDS, IRREGULAR_KINDS, StudyPlan, StudyResult, make_study
+from lumbar_bench.data.phantom.study import HARD_KINDS, PART_CODES, StudyPlan, StudyResult, make_study
 from lumbar_bench.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-#: Bumped whenever the generated data changes for the same config (2: the Bayes-optimal oracle file).
-GENERATOR_VERSION = 2
+#: Bumped whenever the generated data changes for the same config (2: the Bayes-optimal oracle
+#: file; 3: the joint disease model, real layout irregularities and blank-label rates).
+GENERATOR_VERSION = 3
 #: Study and series ids are drawn from this range (7-10 digits, like the real ids).
 ID_RANGE = (1_000_000, 4_300_000_000)
-#: Series ids reserved per study (three types plus a second axial).
-SERIES_PER_STUDY = 4
+#: Series ids reserved per study (two sagittal T1, one T2/STIR, up to four axial).
+SERIES_PER_STUDY = 7
 
 
 @dataclass(frozen=True)
@@ -49,9 +50,12 @@ class PhantomConfig:
     seed: int = 0
     size: int = 128
     test_studies: int | None = None
-    label_noise: float = 0.05
+    label_noise: float = pathology.DEFAULT_LABEL_NOISE
     hard_case_rate: float = 0.10
-    irregular_rate: float = 0.05
+    #: Scale on the real rates of layout irregularities and blank labels (0: all regular).
+    irregularity: float = 1.0
+    #: Label draws of the training cohort; the one closest to the real statistics is kept.
+    cohort_draws: int = 8
     spider_cases: int = 12
 
     @property
@@ -60,11 +64,17 @@ class PhantomConfig:
         return self.test_studies if self.test_studies is not None else max(2, self.studies // 20)
 
     def __post_init__(self) -> None:
-        if self.studies < 1 or self.size < 32 or self.n_test < 0 or self.spider_cases < 0:
+        if (
+            self.studies < 1
+            or self.size < 32
+            or self.n_test < 0
+            or self.spider_cases < 0
+            or self.cohort_draws < 1
+        ):
             raise ConfigError(
                 f"PhantomConfig: need studies >= 1, size >= 32, non-negative counts; got {self}"
             )
-        for name in ("label_noise", "hard_case_rate", "irregular_rate"):
+        for name in ("label_noise", "hard_case_rate", "irregularity"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"PhantomConfig: {name} must lie in [0, 1], got {getattr(self, name)}")
 
@@ -90,6 +100,8 @@ class PhantomSummary:
     oracle_score: float | None
     bayes_floor: float
     seconds: float
+    realism: dict[str, Any]
+    cohort_draw: int = 0
 
     @property
     def paths(self) -> dict[str, Path]:
@@ -122,6 +134,7 @@ class PhantomSummary:
             f"  Bayes floor {self.bayes_floor:.4f} (expected score of the Bayes-optimal oracle "
             f"under the label noise)\n"
             f"  oracle score {oracle} (realised, on these noisy labels)\n"
+            f"{realism.describe(self.realism)}\n"
             f"  took {self.seconds:.1f} s"
         )
 
@@ -151,46 +164,60 @@ def synthesize(
         config.seed,
         n_workers,
     )
-    job = partial(_study_job, out=out, seed=config.seed, size=config.size, label_noise=config.label_noise)
+    job = partial(_study_job, out=out, seed=config.seed, size=config.size)
     spider_job = partial(_spider_job, out=out / "spider", seed=config.seed, size=config.size)
     with _executor(n_workers) as pool:
         results = list(
             progress_bar(_Counted(pool.map(job, plans), len(plans)), "synthesising studies", enabled=progress)
         )
         spider = [name for names in pool.map(spider_job, range(config.spider_cases)) for name in names]
-    train, test = results[: config.studies], results[config.studies :]
-    _write_tables(out, train, test, config.label_noise)
-    oracle = _oracle_score(out)
-    bayes = _bayes_floor(train, config.label_noise)
-    summary = PhantomSummary(
-        out=out,
-        train_studies=len(train),
-        test_studies=len(test),
-        series=sum(len(r.series) for r in results),
-        images=sum(r.images for r in results),
-        spider_volumes=len(spider),
-        hard_cases=sum(bool(r.hard) for r in train),
-        irregular_studies=sum(bool(r.irregular) for r in train),
-        label_counts=_label_counts(train),
-        oracle_score=oracle,
-        bayes_floor=bayes,
-        seconds=time.perf_counter() - start,
-    )
+    summary = _summarise(out, config, plans, results, len(spider), start)
     _write_json(out, config, summary)
     log.info(
         "phantom: %d DICOM files in %.1f s, Bayes floor %.4f, oracle score (realised) %s",
         summary.images,
         summary.seconds,
-        bayes,
-        oracle,
+        summary.bayes_floor,
+        summary.oracle_score,
     )
     return summary
 
 
-def _study_job(plan: StudyPlan, *, out: Path, seed: int, size: int, label_noise: float) -> StudyResult:
+def _summarise(
+    out: Path,
+    config: PhantomConfig,
+    plans: list[StudyPlan],
+    results: list[StudyResult],
+    spider_volumes: int,
+    start: float,
+) -> PhantomSummary:
+    """Write the CSV tables and sum up what was generated."""
+    train, test = results[: config.studies], results[config.studies :]
+    _write_tables(out, train, test, config.label_noise)
+    oracle = _oracle_score(out)
+    bayes = _bayes_floor(train, config.label_noise)
+    return PhantomSummary(
+        out=out,
+        train_studies=len(train),
+        test_studies=len(test),
+        series=sum(len(r.series) for r in results),
+        images=sum(r.images for r in results),
+        spider_volumes=spider_volumes,
+        hard_cases=sum(bool(r.hard) for r in train),
+        irregular_studies=sum(bool(r.layout) or bool((r.observed < 0).any()) for r in train),
+        label_counts=_label_counts(train),
+        oracle_score=oracle,
+        bayes_floor=bayes,
+        seconds=time.perf_counter() - start,
+        realism=realism.report_from_files(out),
+        cohort_draw=plans[0].cohort_draw if plans else 0,
+    )
+
+
+def _study_job(plan: StudyPlan, *, out: Path, seed: int, size: int) -> StudyResult:
     """One study (a top-level function, so worker processes can run it)."""
     truth = out / "truth" if plan.part == "train" else None
-    return make_study(out, truth, plan, seed=seed, size=size, label_noise=label_noise)
+    return make_study(out, truth, plan, seed=seed, size=size)
 
 
 def _spider_job(case: int, *, out: Path, seed: int, size: int) -> list[str]:
@@ -239,31 +266,47 @@ def _draw_ids(rng: np.random.Generator, n: int, taken: set[int]) -> list[int]:
 
 
 def plan_studies(config: PhantomConfig) -> list[StudyPlan]:
-    """Ids, irregularities and hard-case kinds of every study (train first, then test)."""
+    """Ids, layouts, hard-case kinds and labels of every study (train first, then test)."""
     rng = np.random.default_rng([config.seed, 7919])
     taken: set[int] = set()
     total = config.studies + config.n_test
     study_ids = _draw_ids(rng, total, taken)
     series_ids = _draw_ids(rng, total * SERIES_PER_STUDY, taken)
-    irregular = _assign(
-        rng, config.studies, config.irregular_rate, IRREGULAR_KINDS, force=config.studies >= 20
-    )
     hard = _assign(rng, config.studies, config.hard_case_rate, HARD_KINDS, force=config.studies >= 50)
-    test_irregular = _assign(rng, config.n_test, config.irregular_rate, IRREGULAR_KINDS[:2], force=False)
     plans = []
-    for i in range(total):
-        part, j = ("train", i) if i < config.studies else ("test", i - config.studies)
-        plans.append(
-            StudyPlan(
-                part=part,
-                index=j,
-                study_id=study_ids[i],
-                series_ids=tuple(series_ids[i * SERIES_PER_STUDY : (i + 1) * SERIES_PER_STUDY]),
-                irregular=irregular[j] if part == "train" else test_irregular[j],
-                hard=hard[j] if part == "train" else "",
-            )
+    for part, n in (("train", config.studies), ("test", config.n_test)):
+        layouts, blanks = _layouts(config, part, n)
+        draws = config.cohort_draws if part == "train" else 1
+        labels, draw = cohort.draw_cohort(
+            config.seed, PART_CODES[part], blanks, label_noise=config.label_noise, draws=draws
         )
+        for j in range(n):
+            i = j if part == "train" else config.studies + j
+            plans.append(
+                StudyPlan(
+                    part=part,
+                    index=j,
+                    study_id=study_ids[i],
+                    series_ids=tuple(series_ids[i * SERIES_PER_STUDY : (i + 1) * SERIES_PER_STUDY]),
+                    labels=labels[j],
+                    layout=layouts[j],
+                    hard=hard[j] if part == "train" else "",
+                    cohort_draw=draw,
+                )
+            )
     return plans
+
+
+def _layouts(config: PhantomConfig, part: str, n: int) -> tuple[list[str], list[bool]]:
+    """Layout kind and blank-label flag per study of one part, by quota of the real rates."""
+    rng = cohort.cohort_rng(config.seed, PART_CODES[part])
+    shares = {k: v * config.irregularity for k, v in cohort.LAYOUT_SHARES.items()}
+    force = part == "train" and n >= 20 and config.irregularity > 0
+    layouts = cohort.quota(rng, n, shares, force=force)
+    if part != "train":
+        return layouts, [False] * n
+    blank_share = {"blank": reference.BLANK_STUDY_RATE * config.irregularity}
+    return layouts, [k == "blank" for k in cohort.quota(rng, n, blank_share, force=force)]
 
 
 def _assign(rng: np.random.Generator, n: int, rate: float, kinds: tuple[str, ...], force: bool) -> list[str]:
@@ -357,7 +400,7 @@ def _label_counts(train: list[StudyResult]) -> dict[str, int]:
 
 
 def _write_json(out: Path, config: PhantomConfig, summary: PhantomSummary) -> None:
-    """``phantom.json``: version, config, sizes, noise, Bayes floor and oracle score (no timings)."""
+    """``phantom.json``: version, config, sizes, noise, Bayes floor, oracle score and realism (no timings)."""
     meta = {
         "generator": "lumbar_bench.data.phantom",
         "generator_version": GENERATOR_VERSION,
@@ -375,5 +418,7 @@ def _write_json(out: Path, config: PhantomConfig, summary: PhantomSummary) -> No
         "label_counts": summary.label_counts,
         "bayes_floor": summary.bayes_floor,
         "oracle_score": summary.oracle_score,
+        "cohort_draw": summary.cohort_draw,
+        "realism": summary.realism,
     }
     (out / "phantom.json").write_text(json.dumps(meta, indent=2) + "\n")
