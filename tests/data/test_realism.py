@@ -64,8 +64,9 @@ def test_report_reads_any_kaggle_layout(tmp_path: Path) -> None:
     for column in LABEL_COLUMNS:
         labels[column] = ["Normal/Mild", "Moderate", "Severe", ""]
     labels.to_csv(tmp_path / "train.csv", index=False)
-    series = [(1, "Sagittal T1"), (1, "Sagittal T2/STIR"), (1, "Axial T2"), (1, "Axial T2"), (2, "Axial T2")]
-    pd.DataFrame(series, columns=["study_id", "series_description"]).to_csv(
+    series = [(1, 10, "Sagittal T1"), (1, 11, "Sagittal T2/STIR"), (1, 12, "Axial T2"), (1, 13, "Axial T2")]
+    series.append((2, 20, "Axial T2"))
+    pd.DataFrame(series, columns=["study_id", "series_id", "series_description"]).to_csv(
         tmp_path / "train_series_descriptions.csv", index=False
     )
     rep = realism.report_from_files(tmp_path)

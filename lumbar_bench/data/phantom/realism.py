@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lumbar_bench.constants import LABEL_COLUMNS, LEVELS, SEVERITIES
+from lumbar_bench.constants import LABEL_COLUMNS, LEVELS, SERIES_TYPES
+from lumbar_bench.data.labels import read_labels, read_series_descriptions
 from lumbar_bench.data.phantom import reference
 from lumbar_bench.data.phantom.disease import reference_prior
 
@@ -91,7 +92,7 @@ def layout_rates(series: pd.DataFrame) -> dict[str, float]:
     n = max(len(counts), 1)
     axial = counts.get("Axial T2", pd.Series(0, index=counts.index))
     t1 = counts.get("Sagittal T1", pd.Series(0, index=counts.index))
-    missing = sum((counts.get(t, pd.Series(0, index=counts.index)) == 0) for t in reference_types())
+    missing = sum((counts.get(t, pd.Series(0, index=counts.index)) == 0) for t in SERIES_TYPES)
     return {
         "two_axial": float((axial == 2).sum() / n),
         "three_or_four_axial": float((axial >= 3).sum() / n),
@@ -99,11 +100,6 @@ def layout_rates(series: pd.DataFrame) -> dict[str, float]:
         "two_sagittal_t1": float((t1 >= 2).sum() / n),
         "missing_series": float((missing > 0).sum() / n),
     }
-
-
-def reference_types() -> tuple[str, ...]:
-    """The three series types every study should have."""
-    return ("Sagittal T1", "Sagittal T2/STIR", "Axial T2")
 
 
 def report(observed: np.ndarray, series: pd.DataFrame) -> dict[str, Any]:
@@ -147,11 +143,8 @@ def _layout_reference(key: str, several: float) -> float:
 
 def report_from_files(root: Path) -> dict[str, Any]:
     """The realism report of a dataset in the Kaggle layout (``train.csv`` + series descriptions)."""
-    labels = pd.read_csv(root / "train.csv", dtype=str, keep_default_na=False)
-    codes = {name: i for i, name in enumerate(SEVERITIES)}
-    observed = labels[list(LABEL_COLUMNS)].apply(lambda col: col.map(codes).fillna(-1)).to_numpy(np.int64)
-    series = pd.read_csv(root / "train_series_descriptions.csv")
-    return report(observed, series)
+    observed = read_labels(root / "train.csv").to_numpy(np.int64)
+    return report(observed, read_series_descriptions(root / "train_series_descriptions.csv"))
 
 
 def describe(rep: dict[str, Any]) -> str:

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from lumbar_bench.constants import LABEL_COLUMNS, PROB_COLUMNS, SEVERITIES, row_id
+from lumbar_bench.data.labels import read_labels
 from lumbar_bench.data.phantom import cohort, pathology, realism, reference
 from lumbar_bench.data.phantom.floor import expected_floor
 from lumbar_bench.data.phantom.spider import write_spider_case
@@ -374,11 +375,9 @@ def _oracle_score(out: Path) -> float | None:
     except ImportError:
         log.warning("phantom: lumbar_bench.metrics.score is not available; oracle score left empty")
         return None
-    labels = pd.read_csv(out / "train.csv", dtype=str, keep_default_na=False).set_index("study_id")
-    codes = labels.apply(lambda col: col.map({name: i for i, name in enumerate(SEVERITIES)}).fillna(-1))
-    codes.index = codes.index.astype(np.int64)
+    codes = read_labels(out / "train.csv").astype(np.int64)
     submission = pd.read_csv(out / "truth" / "oracle_submission.csv")
-    return float(score(codes.astype(np.int64), submission).score)
+    return float(score(codes, submission).score)
 
 
 def _bayes_floor(train: list[StudyResult], label_noise: float) -> float:
