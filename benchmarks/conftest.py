@@ -70,6 +70,13 @@ def machine() -> dict[str, object]:
 _SKIPPED: list[str] = []
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """Sizes of the full-size ingest run (``test_synth_and_prepare``); the defaults are CI's scale."""
+    group = parser.getgroup("lumbar-bench")
+    group.addoption("--ingest-studies", type=int, default=40, help="phantom studies (real size: 1975)")
+    group.addoption("--ingest-size", type=int, default=384, help="image size in px (real size: 512)")
+
+
 def _saved_runs(config: pytest.Config) -> list[Path] | None:
     """Saved runs of this machine id in a file storage; None for other storages (left alone)."""
     from pytest_benchmark.utils import get_machine_id

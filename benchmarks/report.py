@@ -18,12 +18,62 @@ ROOT = Path(__file__).resolve().parents[1]
 _HIDDEN = {"machine"}
 
 
+#: Where ``make bench-full-size`` saves its runs, under the storage.
+FULL_SIZE_DIR = "full-size"
+#: The real training set, for the projection of a smaller full-size run.
+REAL_STUDIES, REAL_SIZE = 1975, 512
+
+
 def latest_run(storage: Path) -> Path:
-    """The newest saved benchmark JSON under ``storage`` (any machine folder)."""
+    """The newest saved ``make bench`` JSON under ``storage`` (any machine folder; full-size runs aside)."""
     files = sorted(storage.glob("*/*.json"), key=lambda p: p.stat().st_mtime)
     if not files:
         raise FileNotFoundError(f"no saved benchmark run under {storage}; run `make bench` first")
     return files[-1]
+
+
+def full_size_run(storage: Path) -> dict[str, dict] | None:
+    """``{test name: extra_info}`` of the saved run with the largest ingest (studies x pixels), if any."""
+    best, best_scale = None, 0
+    for path in (storage / FULL_SIZE_DIR).glob("*/*.json"):
+        rows = {
+            b["name"]: b.get("extra_info", {}) for b in json.loads(path.read_text()).get("benchmarks", [])
+        }
+        prep = rows.get("test_prepare_two_workers", {})
+        scale = prep.get("studies", 0) * prep.get("size", 0) ** 2
+        if scale > best_scale and "test_synth_two_workers" in rows:
+            best, best_scale = rows, scale
+    return best
+
+
+def full_size_lines(rows: dict[str, dict] | None) -> list[str]:
+    """The full-size ingest, measured, and projected to the real training set where it was smaller."""
+    if rows is None:
+        return ["No full-size run saved yet: `make bench-full-size` (STUDIES=1975 SIZE=512 by default)."]
+    synth, prep = rows["test_synth_two_workers"], rows["test_prepare_two_workers"]
+    n, size = prep["studies"], prep["size"]
+    lines = [
+        f"Measured: {n} studies at {size} px, 2 workers ({prep.get('machine', {}).get('cpu', '?')}).",
+        "",
+        "| step | wall | studies/s | slices/s | on disk | peak RSS |",
+        "|---|---|---|---|---|---|",
+        f"| synth | {_seconds(synth['synth_s'])} | {synth['studies_per_s']:.2f} | "
+        f"{synth['images'] / synth['synth_s']:.0f} | DICOM {synth['dicom_gb']:.2f} GB | "
+        f"{synth['peak_rss_gb']:.2f} GB |",
+        f"| prepare (cold) | {_seconds(prep['prepare_s'])} | {prep['studies_per_s']:.1f} | "
+        f"{prep['slices_per_s']:.0f} | cache {prep['cache_gb']:.2f} GB | {prep['peak_rss_gb']:.2f} GB |",
+    ]
+    if (n, size) != (REAL_STUDIES, REAL_SIZE):
+        scale = REAL_STUDIES / n * (REAL_SIZE / size) ** 2
+        lines += [
+            "",
+            f"Projected to {REAL_STUDIES} studies at {REAL_SIZE} px (per-study costs times "
+            f"{scale:.1f}; time and disk grow with the pixels): synth {_seconds(synth['synth_s'] * scale)}, "
+            f"prepare {_seconds(prep['prepare_s'] * scale)}, DICOM {synth['dicom_gb'] * scale:.0f} GB, "
+            f"cache {prep['cache_gb'] * scale:.0f} GB. Peak RSS does not grow with the studies "
+            "(one series per worker at a time).",
+        ]
+    return lines
 
 
 def _number(value: object) -> str:
@@ -33,7 +83,11 @@ def _number(value: object) -> str:
 
 
 def _seconds(value: float) -> str:
-    return f"{value * 1e3:.1f} ms" if value < 1 else f"{value:.2f} s"
+    if value < 1:
+        return f"{value * 1e3:.1f} ms"
+    if value < 120:
+        return f"{value:.2f} s"
+    return f"{value / 60:.1f} min" if value < 7200 else f"{value / 3600:.1f} h"
 
 
 def machine_lines(doc: dict) -> list[str]:
@@ -82,11 +136,14 @@ def ratio_lines(doc: dict) -> list[str]:
     """Overheads against the floors the issue names: ingest vs bare pydicom, ResNet-18 vs bare torch."""
     rate = {b["name"]: b.get("extra_info", {}) for b in doc.get("benchmarks", [])}
     lines = []
-    floor = rate.get("test_pydicom_floor", {}).get("slices_per_s")
-    for name in ("test_ingest_cold", "test_ingest_warm"):
-        got = rate.get(name, {}).get("slices_per_s")
-        if floor and got:
-            lines.append(f"- ingest `{name}`: {floor / got:.2f}x the time per slice of the bare pydicom loop")
+    for name, key, text in (
+        ("test_ingest_cold_against_bare_decode", "cold_ratio", "x the time per slice of bare pydicom"),
+        ("test_ingest_warm_against_cold", "warm_speedup", "x faster warm than cold"),
+        ("test_prepare_two_workers", "worker_speedup", "x faster with 2 workers than with 1"),
+        ("test_synth_two_workers", "worker_speedup", "x faster with 2 workers than with 1 (synth)"),
+    ):
+        if key in rate.get(name, {}):
+            lines.append(f"- ingest `{name}`: {rate[name][key]:.2f}{text}")
     harness = rate.get("test_resnet18_train_harness_step", {})
     for key, what in (
         ("overhead_ratio", "training step"),
@@ -97,7 +154,7 @@ def ratio_lines(doc: dict) -> list[str]:
     return lines
 
 
-def render(doc: dict, source: Path) -> str:
+def render(doc: dict, source: Path, full_size: dict[str, dict] | None = None) -> str:
     """The markdown document."""
     skipped = doc.get("skipped", [])
     lines = [
@@ -118,6 +175,10 @@ def render(doc: dict, source: Path) -> str:
         "## Ratios (1.00 = as fast as the floor)",
         "",
         *ratio_lines(doc),
+        "",
+        "## Full-size ingest",
+        "",
+        *full_size_lines(full_size),
         "",
         "## Every benchmark",
         "",
@@ -143,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     doc = json.loads(source.read_text())
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(render(doc, source))
+    args.out.write_text(render(doc, source, full_size_run(args.storage)))
     log.info("wrote %s from %s (%d benchmarks)", args.out, source, len(doc.get("benchmarks", [])))
     return 0
 

@@ -96,9 +96,20 @@ def test_run_json_prints_one_object(tiny_phantom, tmp_path, capsys):
 def test_synth_prints_realism_and_takes_layout_options(capsys, tmp_path):
     out = tmp_path / "regular"
     args = ["synth", str(out), "--studies", "3", "--size", "40", "--irregularity", "0", "--cohort-draws", "2"]
+    args += ["--workers", "1"]
     assert main(["--no-progress", *args]) == 0
     printed = capsys.readouterr().out
     assert "realism on 3 studies" in printed and "correlation mean |Δ|" in printed
     meta = json.loads((out / "phantom.json").read_text())
     assert meta["config"]["irregularity"] == 0.0 and meta["config"]["cohort_draws"] == 2
     assert meta["realism"]["layout"]["several_axial"]["phantom"] == 0.0
+
+
+def test_prepare_in_two_workers_then_warm(tiny_phantom, tmp_path, capsys):
+    args = ["--no-progress", "prepare", "--data", str(tiny_phantom), "--cache-dir", str(tmp_path / "c")]
+    assert main([*args, "--workers", "2"]) == 0
+    cold = capsys.readouterr().out
+    assert main([*args, "--workers", "1"]) == 0
+    warm = capsys.readouterr().out
+    series = int(cold.split("prepared ")[1].split(" series")[0])
+    assert series > 0 and ", 0 cache hits" in cold and f", {series} cache hits" in warm

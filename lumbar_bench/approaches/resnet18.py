@@ -106,11 +106,11 @@ def study_tensor(data: RSNAData, study_id: int, cfg: ResNet18Config) -> np.ndarr
             except DataError as exc:
                 log.warning("study %s: %s", study_id, exc)
                 continue
-            pixels = vol.pixels
+            order = np.arange(vol.n_slices)
             if desc.startswith("Sagittal"):
-                pixels = pixels[np.argsort(sagittal_side(vol), kind="stable")]  # right to left
-            idx = np.round(np.linspace(0.2, 0.8, k) * (len(pixels) - 1)).astype(int)
-            picked = torch.from_numpy(np.ascontiguousarray(pixels[idx], dtype=np.float32))[None]
+                order = np.argsort(sagittal_side(vol), kind="stable")  # right to left
+            idx = np.round(np.linspace(0.2, 0.8, k) * (vol.n_slices - 1)).astype(int)
+            picked = torch.from_numpy(vol.slice_pixels(order[idx]))[None]  # reads only these slices
             out[i * k : (i + 1) * k] = F.interpolate(picked, size=(size, size), mode="area")[0].numpy()
     return out
 

@@ -53,6 +53,7 @@ def _synth(args: argparse.Namespace) -> int:
             cohort_draws=args.cohort_draws,
         ),
         progress=not args.no_progress,
+        workers=args.workers,
     )
     print(summary.describe())
     return 0
@@ -79,7 +80,7 @@ def _prepare(args: argparse.Namespace) -> int:
     from lumbar_bench.data.ingest import prepare
 
     data = datasets.load_data(args.data, args.cache_dir or datasets.default_cache_dir(), not args.no_progress)
-    summary = prepare(data, progress=not args.no_progress)
+    summary = prepare(data, progress=not args.no_progress, workers=args.workers)
     print(summary.describe())
     return 0
 

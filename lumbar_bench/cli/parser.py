@@ -73,9 +73,10 @@ def _add_synth(subs: argparse._SubParsersAction) -> None:
         subs,
         "synth",
         "write the synthetic lumbar phantom (RSNA + SPIDER layouts)",
-        "  lumbar-bench synth /tmp/phantom\n  lumbar-bench synth big --studies 1975 --size 512\n"
+        "  lumbar-bench synth /tmp/phantom\n  lumbar-bench synth big --studies 1975 --size 512 --workers 2\n"
         "  lumbar-bench synth regular --irregularity 0   # one series of each type, no blank labels",
     )
+    _workers(p, "processes drawing studies; the files are byte-identical for any count")
     p.add_argument("out", type=Path)
     p.add_argument("--studies", type=int, default=200)
     p.add_argument("--seed", type=int, default=0)
@@ -116,9 +117,15 @@ def _add_prepare(subs: argparse._SubParsersAction) -> None:
         subs,
         "prepare",
         "decode every DICOM series once into the content-keyed cache",
-        "  lumbar-bench prepare\n  lumbar-bench prepare --data ~/rsna",
+        "  lumbar-bench prepare\n  lumbar-bench prepare --data ~/rsna --workers 8",
     )
     _common_data(p)
+    _workers(p, "processes decoding series")
+
+
+def _workers(p: argparse.ArgumentParser, what: str) -> None:
+    """``--workers N``: 0 (the default) means one per CPU core."""
+    p.add_argument("--workers", type=int, default=0, help=f"{what} (default: one per CPU core)")
 
 
 def _add_score(subs: argparse._SubParsersAction) -> None:

@@ -1,98 +1,168 @@
-"""Content-keyed, atomically written cache of decoded series.
+"""Content-keyed, atomically written cache of decoded series, read through memory maps.
 
-The key is a blake2b digest of the reader version, the sorted file names and every file's
-bytes, so a changed, added or removed file (or a new reader) misses, while a copied or
-moved series still hits. Each file is read once: the same bytes feed the digest and, on a
-miss, the decoder. Entries are ``.npz`` files (pixels as 16-bit steps, which is lossless
-for :mod:`lumbar_bench.data.dicom`'s normalised output) written to a temporary file in the
-same folder and moved into place with ``os.replace``; a corrupt entry is discarded and
-rebuilt. Each entry stores every slice's own position and orientation (``positions``,
-``orientations``); an entry from an older reader (one ``orientation`` per series) has another
-key, and one read anyway lacks ``orientations`` and is discarded as corrupt, never misread.
+**Key.** A digest of the cache format, the reader version, the sorted file names and every
+file's bytes, so a changed, added or removed file (or a new reader) misses, while a copied or
+moved series still hits. Each file is read once: the same bytes feed the digest and, on a miss,
+the decoder.
+
+**Entries.** One folder per key: ``pixels.npy`` (``SeriesVolume.stored``: the stored values' bit
+patterns, or the normalised pixels' 16-bit steps, both lossless for
+:mod:`lumbar_bench.data.dicom`'s output; opened with ``mmap_mode="r"``, so a reader of a few
+slices never loads the volume), ``table.npy`` (from bit patterns to steps, where there is one)
+and ``meta.json`` (each slice's own position and orientation, spacings, skipped files). An
+entry is written into a temporary folder beside its place and renamed into it, so it appears
+whole or not at all; a corrupt entry is discarded and rebuilt, and of two concurrent writers of
+one key the second simply drops its copy.
+
+**Index.** Hashing every byte on every lookup would cost as much as a large part of decoding, so
+a warm lookup does not read the DICOM files at all: ``index/`` remembers, per series folder, each
+file's name, size, mtime, ctime and inode with the content key they hashed to (git's index does
+the same). Any change to a file changes its stat signature, so the key is hashed again. Files
+modified less than ``RACY_SECONDS`` before they were hashed are not remembered, because a second
+change within the file system's timestamp granularity could keep the signature; they are
+hashed again on the next lookup.
 """
 
 from __future__ import annotations
 
-import hashlib
+import json
 import logging
 import os
+import shutil
 import tempfile
-import zipfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import xxhash
 
 from lumbar_bench.data import dicom
 from lumbar_bench.data.dicom import SeriesVolume
 
 log = logging.getLogger(__name__)
 
-_FIELDS = ("pixels", "instance_numbers", "positions", "orientations", "pixel_spacing", "slice_spacing")
-_CORRUPT = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile)
+#: Bumped whenever the entry layout changes; part of every key (2: a folder with pixels.npy).
+CACHE_FORMAT = 2
+#: A file modified this recently before it was hashed is not remembered in the index.
+RACY_SECONDS = 2.0
+_META = (
+    "reader_version",
+    "instance_numbers",
+    "positions",
+    "orientations",
+    "pixel_spacing",
+    "slice_spacing",
+    "skipped",
+    "arrays",
+)
+_CORRUPT = (OSError, ValueError, KeyError, TypeError, EOFError)
+
+Signature = list[tuple[str, int, int, int, int]]
 
 
 def content_key(files: Sequence[tuple[str, bytes]]) -> str:
-    """Hex blake2b digest of the reader version, sorted file names and file bytes."""
-    h = hashlib.blake2b(digest_size=20)
-    h.update(f"lumbar-bench series reader v{dicom.READER_VERSION}\n".encode())
+    """Hex digest of the cache format, reader version, sorted file names and file bytes."""
+    h = xxhash.xxh3_128()  # a cache key, not a signature: no adversary, and it runs at memory speed
+    h.update(f"lumbar-bench series cache v{CACHE_FORMAT} reader v{dicom.READER_VERSION}\n".encode())
     for name, raw in sorted(files, key=lambda item: item[0]):
         h.update(name.encode("utf-8") + b"\0" + len(raw).to_bytes(8, "little"))
         h.update(raw)
     return h.hexdigest()
 
 
-def _to_arrays(volume: SeriesVolume) -> dict[str, np.ndarray]:
-    names = [n for n, _ in volume.skipped]
-    reasons = [r for _, r in volume.skipped]
+def _meta(volume: SeriesVolume) -> dict[str, object]:
+    """Everything but the pixels and the table, as JSON (floats round-trip exactly, NaN included)."""
     return {
-        "pixels": dicom.quantise(volume.pixels),
-        "instance_numbers": np.asarray(volume.instance_numbers, dtype=np.int64),
-        "positions": np.asarray(volume.positions, dtype=np.float64),
-        "orientations": np.asarray(volume.orientations, dtype=np.float64),
-        "pixel_spacing": np.asarray(volume.pixel_spacing, dtype=np.float64),
-        "slice_spacing": np.asarray(volume.slice_spacing, dtype=np.float64),
-        "skipped_names": np.asarray(names, dtype=np.str_).reshape(-1),
-        "skipped_reasons": np.asarray(reasons, dtype=np.str_).reshape(-1),
-        "reader_version": np.asarray(dicom.READER_VERSION, dtype=np.int64),
+        "reader_version": dicom.READER_VERSION,
+        "instance_numbers": np.asarray(volume.instance_numbers, dtype=np.int64).tolist(),
+        "positions": np.asarray(volume.positions, dtype=np.float64).tolist(),
+        "orientations": np.asarray(volume.orientations, dtype=np.float64).tolist(),
+        "pixel_spacing": [float(v) for v in volume.pixel_spacing],
+        "slice_spacing": float(volume.slice_spacing),
+        "skipped": [list(item) for item in volume.skipped],
     }
 
 
-def _from_arrays(z: np.lib.npyio.NpzFile) -> SeriesVolume:
-    missing = [k for k in (*_FIELDS, "skipped_names", "skipped_reasons") if k not in z.files]
-    if missing:
-        raise KeyError(f"missing arrays {missing}")
-    version = int(z["reader_version"]) if "reader_version" in z.files else 0
-    if version != dicom.READER_VERSION:
-        raise ValueError(f"written by series reader v{version}, this is v{dicom.READER_VERSION}")
-    pixels = z["pixels"]
-    if pixels.dtype != np.uint16 or pixels.ndim != 3:
-        raise ValueError(f"pixels have dtype {pixels.dtype} and {pixels.ndim} dims")
-    n = pixels.shape[0]
-    if z["positions"].shape != (n, 3) or z["orientations"].shape != (n, 6):
-        raise ValueError(f"geometry {z['positions'].shape}, {z['orientations'].shape} for {n} slices")
-    spacing = z["pixel_spacing"]
-    return SeriesVolume(
-        pixels=dicom.dequantise(pixels),
-        instance_numbers=z["instance_numbers"],
-        positions=z["positions"],
-        orientations=z["orientations"],
-        pixel_spacing=(float(spacing[0]), float(spacing[1])),
-        slice_spacing=float(z["slice_spacing"]),
-        skipped=tuple(zip(z["skipped_names"].tolist(), z["skipped_reasons"].tolist(), strict=True)),
+def _save_array(path: Path, array: np.ndarray) -> dict[str, object]:
+    """``np.save`` and return where the data sits, so a reader maps it without parsing the header."""
+    np.save(path, array)
+    return {
+        "dtype": array.dtype.str,
+        "shape": list(array.shape),
+        "offset": path.stat().st_size - array.nbytes,
+    }
+
+
+def _open_array(path: Path, where: dict) -> np.memmap:
+    """Read-only memory map of an array written by :func:`_save_array` (ValueError when truncated)."""
+    return np.memmap(
+        path,
+        dtype=np.dtype(where["dtype"]),
+        mode="r",
+        offset=int(where["offset"]),
+        shape=tuple(where["shape"]),
     )
+
+
+def _read_entry(folder: Path) -> SeriesVolume:
+    """The volume stored in ``folder``; raises one of ``_CORRUPT`` when it is not a whole entry."""
+    meta = json.loads((folder / "meta.json").read_text())
+    missing = [k for k in _META if k not in meta]
+    if missing:
+        raise KeyError(f"missing fields {missing}")
+    if meta["reader_version"] != dicom.READER_VERSION:
+        raise ValueError(
+            f"written by series reader v{meta['reader_version']}, this is v{dicom.READER_VERSION}"
+        )
+    arrays = meta["arrays"]
+    pixels = _open_array(folder / "pixels.npy", arrays["pixels"])
+    table = _open_array(folder / "table.npy", arrays["table"]) if "table" in arrays else None
+    if pixels.dtype not in (np.uint8, np.uint16) or pixels.ndim != 3:
+        raise ValueError(f"pixels have dtype {pixels.dtype} and {pixels.ndim} dims")
+    patterns = 2 ** (8 * pixels.itemsize)
+    if (table is None and pixels.dtype != np.uint16) or (
+        table is not None and (table.shape != (patterns,) or table.dtype != np.uint16)
+    ):
+        raise ValueError(f"{pixels.dtype} pixels with a table of {None if table is None else table.shape}")
+    n = pixels.shape[0]
+    positions = np.asarray(meta["positions"], dtype=np.float64).reshape(-1, 3)
+    orientations = np.asarray(meta["orientations"], dtype=np.float64).reshape(-1, 6)
+    if positions.shape != (n, 3) or orientations.shape != (n, 6):
+        raise ValueError(f"geometry {positions.shape}, {orientations.shape} for {n} slices")
+    spacing = meta["pixel_spacing"]
+    return SeriesVolume(
+        stored=pixels,
+        table=table,
+        instance_numbers=np.asarray(meta["instance_numbers"], dtype=np.int64),
+        positions=positions,
+        orientations=orientations,
+        pixel_spacing=(float(spacing[0]), float(spacing[1])),
+        slice_spacing=float(meta["slice_spacing"]),
+        skipped=tuple((str(name), str(reason)) for name, reason in meta["skipped"]),
+    )
+
+
+def _signature(series_dir: Path) -> Signature:
+    """``(name, size, mtime_ns, ctime_ns, inode)`` of each ``*.dcm`` file, sorted."""
+    out = []
+    with os.scandir(series_dir) as entries:
+        for entry in entries:
+            if entry.name.endswith(".dcm") and entry.is_file():
+                st = entry.stat()
+                out.append((entry.name, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino))
+    return sorted(out)
 
 
 class SeriesCache:
     """Decoded series under ``cache_dir``, keyed by content (see module docstring)."""
 
-    def __init__(self, cache_dir: Path, compress: bool = False) -> None:
+    def __init__(self, cache_dir: Path) -> None:
         self.cache_dir = Path(cache_dir)
-        self.compress = compress
 
     def path_for(self, key: str) -> Path:
-        """Where the entry of ``key`` lives."""
-        return self.cache_dir / key[:2] / f"{key}.npz"
+        """The folder of the entry of ``key``."""
+        return self.cache_dir / key[:2] / key
 
     def get(self, series_dir: Path) -> SeriesVolume:
         """Return the volume of ``series_dir``, decoded once and then read from the cache."""
@@ -101,45 +171,99 @@ class SeriesCache:
     def lookup(self, series_dir: Path) -> tuple[SeriesVolume, bool]:
         """``(volume, hit)``: like :meth:`get`, also telling whether the cache had it."""
         series_dir = Path(series_dir)
+        signature = self._stat(series_dir)
+        key = self._indexed_key(series_dir, signature) if signature is not None else None
+        if key is not None and (volume := self._load(self.path_for(key))) is not None:
+            return volume, True
+        started = time.time_ns()
         files = dicom.read_files(series_dir)
-        path = self.path_for(content_key(files))
+        key = content_key(files)
+        if signature is not None:
+            self._remember(series_dir, signature, key, started)
+        path = self.path_for(key)
         volume = self._load(path)
         if volume is not None:
             return volume, True
         volume = dicom.decode_series(files, series_dir)
-        self._store(path, volume)
-        return volume, False
+        return self._store(path, volume), False
+
+    def _stat(self, series_dir: Path) -> Signature | None:
+        """The folder's stat signature; None when it cannot be taken (the read will say why)."""
+        try:
+            return _signature(series_dir)
+        except OSError:
+            return None
+
+    def _index_path(self, series_dir: Path) -> Path:
+        digest = xxhash.xxh3_128_hexdigest(os.path.abspath(series_dir).encode())
+        return self.cache_dir / "index" / digest[:2] / f"{digest}.json"
+
+    def _indexed_key(self, series_dir: Path, signature: Signature) -> str | None:
+        """The content key remembered for exactly this signature, else None."""
+        try:
+            record = json.loads(self._index_path(series_dir).read_text())
+            files, key = [tuple(f) for f in record["files"]], str(record["key"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return key if files == signature else None
+
+    def _remember(self, series_dir: Path, signature: Signature, key: str, started_ns: int) -> None:
+        """Record ``signature -> key`` unless a file changed too recently to trust its mtime."""
+        if any(mtime > started_ns - RACY_SECONDS * 1e9 for _, _, mtime, _, _ in signature):
+            return
+        path = self._index_path(series_dir)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # one writer per process and path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps({"key": key, "files": signature}))
+            os.replace(tmp, path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            log.warning("%s: cannot write cache index (%s)", path, exc)
 
     def _load(self, path: Path) -> SeriesVolume | None:
         """Load the entry at ``path``; None when absent or corrupt (a corrupt one is removed)."""
-        if not path.is_file():
-            return None
         try:
-            with np.load(path, allow_pickle=False) as z:
-                return _from_arrays(z)
+            return _read_entry(path)
+        except FileNotFoundError as exc:
+            if not path.exists():
+                return None  # the usual miss, told by the first open rather than a stat
+            reason = f"{type(exc).__name__}: {exc}"
         except _CORRUPT as exc:
-            log.warning(
-                "%s: corrupt cache entry discarded, rebuilding (%s: %s)", path, type(exc).__name__, exc
-            )
-            path.unlink(missing_ok=True)
-            return None
+            reason = f"{type(exc).__name__}: {exc}"
+        log.warning("%s: corrupt cache entry discarded, rebuilding (%s)", path, reason)
+        shutil.rmtree(path, ignore_errors=True)
+        return None
 
-    def _store(self, path: Path, volume: SeriesVolume) -> None:
-        """Write atomically; a failed write leaves no file behind (an OSError only warns)."""
-        save = np.savez_compressed if self.compress else np.savez
+    def _store(self, path: Path, volume: SeriesVolume) -> SeriesVolume:
+        """Write atomically and return ``volume``.
+
+        A failed write leaves no entry behind; an OSError only warns, anything else is raised.
+        """
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
+            tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
         except OSError as exc:
             log.warning("%s: cannot write cache entry (%s)", path, exc)
-            return
+            return volume
         try:
-            with os.fdopen(fd, "wb") as fh:
-                save(fh, **_to_arrays(volume))
-            os.replace(tmp, path)
+            arrays = {"pixels": _save_array(tmp / "pixels.npy", np.ascontiguousarray(volume.stored))}
+            if volume.table is not None:
+                arrays["table"] = _save_array(tmp / "table.npy", np.asarray(volume.table, dtype=np.uint16))
+            (tmp / "meta.json").write_text(json.dumps({**_meta(volume), "arrays": arrays}))
+            _rename_folder(tmp, path)
         except OSError as exc:
-            Path(tmp).unlink(missing_ok=True)
             log.warning("%s: cannot write cache entry (%s)", path, exc)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
+            return volume
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return volume
+
+
+def _rename_folder(tmp: Path, path: Path) -> None:
+    """Move ``tmp`` to ``path``; when another writer got there first, keep theirs."""
+    try:
+        os.rename(tmp, path)
+    except OSError:
+        if not path.is_dir():
             raise

@@ -7,7 +7,17 @@ sorted by the position of their centres along the series' mean normal (the mean 
 slices' ``cross(row_dir, col_dir)``), never by InstanceNumber or file name, because
 InstanceNumber order does not reliably tell left from right in sagittal stacks. Pixel values go through
 the modality LUT (RescaleSlope/Intercept) and are then normalised to [0, 1] with the
-0.5/99.5 percentiles of the whole series.
+0.5/99.5 percentiles of the whole series, and kept as 16-bit steps (``SeriesVolume.quantised``).
+
+Speed: for the usual 8/16-bit stored values with one rescale for the whole series, the normalised
+value is a function of the stored value alone. So the exact percentiles come from one histogram of
+the stored values, and the whole pipeline (rescale, normalise, quantise) becomes a table of 2**16
+entries, computed with the same float32 operations as the general path; the volume keeps the
+stored values and the table, and a reader applies it to the slices it reads. The general path
+stays for everything else (colour, a Modality LUT Sequence, per-slice rescales, 32-bit or float
+data). Both give identical bits; ``tests/data/test_dicom.py`` checks it, and checks the
+histogram's percentiles against ``np.percentile``. Native little-endian pixel data is read
+straight from its bytes, and header values shared by the slices are converted once per series.
 
 A file that cannot be used (truncated, corrupt, no pixel data, multi-frame, a shape that
 differs from the majority of the series) is logged as one warning line and skipped; the
@@ -23,12 +33,16 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cache, cached_property
 from pathlib import Path
 
 import numpy as np
 import pydicom
+from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset
-from pydicom.pixels import apply_rescale
+from pydicom.pixels import apply_rescale, pixel_array
+from pydicom.tag import BaseTag, Tag
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from lumbar_bench.data.geometry import unit_normal
 from lumbar_bench.errors import DataError
@@ -51,7 +65,12 @@ MAX_TILT_DEG = 45.0
 class SeriesVolume:
     """One decoded series, slices sorted along the series' mean normal.
 
-    ``pixels`` float32 ``(n, H, W)`` in [0, 1]; ``instance_numbers`` ``(n,)``;
+    ``stored`` ``(n, H, W)`` uint8 or uint16: with ``table`` None, the normalised pixels in steps
+    of 1 / QUANT_LEVELS; else the bit patterns of the stored values, which ``table`` (uint16, one
+    entry per pattern) maps to those steps. From the series cache, ``stored`` is a read-only
+    memory map, so reading a few slices never loads the volume. :attr:`quantised` gives the
+    steps, :attr:`pixels` the float32 volume in [0, 1] and :meth:`slice_pixels` some slices of it;
+    ``instance_numbers`` ``(n,)``;
     ``positions`` ``(n, 3)`` each slice's ImagePositionPatient in mm and ``orientations``
     ``(n, 6)`` its ImageOrientationPatient (row direction, then column direction), NaN where
     a file lacks them; ``pixel_spacing`` ``(row, col)`` mm; ``slice_spacing`` mm between
@@ -60,7 +79,8 @@ class SeriesVolume:
     disc, so planes come from :func:`lumbar_bench.data.geometry.series_geometry`.
     """
 
-    pixels: np.ndarray
+    stored: np.ndarray
+    table: np.ndarray | None
     instance_numbers: np.ndarray
     positions: np.ndarray
     orientations: np.ndarray
@@ -71,7 +91,28 @@ class SeriesVolume:
     @property
     def n_slices(self) -> int:
         """Number of slices."""
-        return int(self.pixels.shape[0])
+        return int(self.stored.shape[0])
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """``(n, H, W)``."""
+        n, h, w = self.stored.shape
+        return int(n), int(h), int(w)
+
+    @property
+    def quantised(self) -> np.ndarray:
+        """The normalised pixels as uint16 steps of 1 / QUANT_LEVELS, ``(n, H, W)``."""
+        return self.stored if self.table is None else self.table[self.stored]
+
+    @cached_property
+    def pixels(self) -> np.ndarray:
+        """The whole volume as float32 in [0, 1], computed once; see :meth:`slice_pixels` for a few slices."""
+        return self.slice_pixels(slice(None))
+
+    def slice_pixels(self, index: np.ndarray | Sequence[int] | slice) -> np.ndarray:
+        """Float32 ``(k, H, W)`` of the slices at ``index``, reading only those slices."""
+        picked = self.stored[index if isinstance(index, slice) else np.asarray(index, dtype=np.intp)]
+        return dequantise(picked) if self.table is None else dequantise(self.table)[picked]
 
     @property
     def normals(self) -> np.ndarray:
@@ -90,16 +131,28 @@ class SeriesVolume:
 
 @dataclass(frozen=True)
 class _Slice:
-    """One usable file: rescaled values and its geometry tags (None where absent)."""
+    """One usable file: stored values, dataset, rescale key and geometry tags (None where absent)."""
 
     name: str
-    values: np.ndarray
+    stored: np.ndarray
+    ds: Dataset
+    rescale: tuple
     instance_number: int | None
     position: np.ndarray | None
     orientation: np.ndarray | None
     pixel_spacing: tuple[float, float] | None
     spacing_between: float | None
     thickness: float | None
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(rows, columns)``."""
+        return int(self.stored.shape[0]), int(self.stored.shape[1])
+
+    @property
+    def values(self) -> np.ndarray:
+        """Rescaled float32 ``(H, W)``: :func:`slice_values` without decoding again."""
+        return _modality_values(self.stored, self.ds)
 
 
 def slice_normal(orientation: np.ndarray) -> np.ndarray:
@@ -134,8 +187,12 @@ def slice_values(ds: Dataset) -> np.ndarray:
     RescaleSlope/RescaleIntercept are applied (``pydicom.pixels.apply_rescale``); colour
     data is averaged to grey; MONOCHROME1 is negated so that bright always means high signal.
     """
-    arr = ds.pixel_array
-    values = np.asarray(apply_rescale(arr, ds), dtype=np.float32)
+    return _modality_values(ds.pixel_array, ds)
+
+
+def _modality_values(stored: np.ndarray, ds: Dataset) -> np.ndarray:
+    """Stored values -> float32 through ds's modality LUT; elementwise except the colour mean."""
+    values = np.asarray(apply_rescale(stored, ds), dtype=np.float32)
     if values.ndim == 3 and int(ds.get("SamplesPerPixel", 1)) > 1:
         values = values.mean(axis=-1, dtype=np.float32)
     if str(ds.get("PhotometricInterpretation", "")) == "MONOCHROME1":
@@ -153,13 +210,102 @@ def dequantise(q: np.ndarray) -> np.ndarray:
     return q.astype(np.float32) / np.float32(QUANT_LEVELS)
 
 
-def normalise(stack: np.ndarray) -> np.ndarray:
-    """Map the series' 0.5/99.5 percentiles to 0/1, clip, and round to 16-bit steps."""
-    lo, hi = np.percentile(stack, NORM_PERCENTILES)
+def _scaled(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """``(values - lo) / (hi - lo)`` in float32, elementwise; zeros when the range is empty."""
     if not np.isfinite(lo) or not np.isfinite(hi) or hi <= lo:
-        return np.zeros(stack.shape, dtype=np.float32)
-    scaled = (stack - np.float32(lo)) * np.float32(1.0 / (hi - lo))
-    return dequantise(quantise(scaled))
+        return np.zeros(values.shape, dtype=np.float32)
+    return (values - np.float32(lo)) * np.float32(1.0 / (hi - lo))
+
+
+#: Stored dtypes whose every value fits a lookup table.
+_TABLE_DTYPES = frozenset(np.dtype(t) for t in (np.uint8, np.int8, np.uint16, np.int16))
+
+
+@cache
+def _domain(dtype: np.dtype) -> tuple[np.ndarray, np.dtype]:
+    """Every value of ``dtype`` indexed by its bit pattern, and the unsigned dtype of those patterns."""
+    unsigned = np.dtype(f"u{dtype.itemsize}")
+    return np.arange(2 ** (8 * dtype.itemsize), dtype=unsigned).view(dtype), unsigned
+
+
+def _stored_and_table(slices: list[_Slice]) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(stored, table)`` of :class:`SeriesVolume`: bit patterns and their table when one applies.
+
+    Else (colour, per-slice rescales, wider types) the general float path: the quantised
+    steps themselves and no table.
+    """
+    first = slices[0]
+    table = (
+        first.stored.dtype in _TABLE_DTYPES
+        and first.stored.ndim == 2
+        and not first.rescale[-1]
+        and all(s.rescale == first.rescale for s in slices[1:])
+    )
+    if not table:
+        stack = np.stack([s.values for s in slices]).astype(np.float32, copy=False)
+        return quantise(_scaled(stack, *np.percentile(stack, NORM_PERCENTILES))), None
+    domain, unsigned = _domain(first.stored.dtype)
+    values = _modality_values(domain, first.ds)  # float32, one per bit pattern
+    raw = np.stack([s.stored for s in slices]).view(unsigned)
+    counts = np.bincount(raw.reshape(-1), minlength=domain.size)
+    lo, hi = percentiles_from_counts(counts, values, NORM_PERCENTILES)
+    return raw, quantise(_scaled(values, lo, hi))
+
+
+def percentiles_from_counts(counts: np.ndarray, values: np.ndarray, qs: Sequence[float]) -> list[float]:
+    """``np.percentile(data, qs)`` of float32 data given as ``counts[i]`` copies of each ``values[i]``.
+
+    The two order statistics around each percentile come from the cumulative counts over the
+    values in sorted order; ``np.quantile`` itself interpolates the pair, with the weight the
+    full call would use, so each result has the bits ``np.percentile`` gives on the full data.
+    """
+    present = np.flatnonzero(counts)
+    order = present[np.argsort(values[present], kind="stable")]
+    ranked = values[order].astype(np.float32)
+    cumulative = np.cumsum(counts[order])
+    n = int(cumulative[-1])
+    out = []
+    for q in qs:
+        virtual = (n - 1) * (q / 100)
+        previous = int(np.floor(virtual))
+        ranks = np.searchsorted(cumulative, [previous, min(previous + 1, n - 1)], side="right")
+        out.append(float(np.quantile(ranked[ranks], np.array([virtual - previous]))[0]))
+    return out
+
+
+#: Transfer syntaxes whose pixel data is the array's own little-endian bytes.
+_NATIVE = frozenset({ExplicitVRLittleEndian, ImplicitVRLittleEndian})
+
+
+def decode_pixels(ds: Dataset) -> np.ndarray:
+    """Stored values of a single-frame dataset, as ``pydicom.pixels.pixel_array`` gives them.
+
+    Native little-endian 8/16-bit greyscale, most of an MRI archive, is read straight from the
+    pixel data bytes (pydicom's decoder machinery costs more than the decode itself there);
+    unused high bits of unsigned values are masked off as pydicom does. Everything else goes
+    through pydicom's decoders.
+    """
+    return _decode(ds, _Header(ds, {}).shared())
+
+
+def _decode(ds: Dataset, h: _Shared) -> np.ndarray:
+    """:func:`decode_pixels` with the header values already read."""
+    meta = getattr(ds, "file_meta", None)
+    native = (
+        meta is not None
+        and meta.get("TransferSyntaxUID") in _NATIVE
+        and h.samples == 1
+        and h.bits in (8, 16)
+        and 0 < h.stored_bits <= h.bits
+        and not (h.signed and h.stored_bits < h.bits)
+    )
+    elem = ds.get_item(_tag("PixelData")) if native else None
+    data = elem.value if elem is not None and isinstance(elem.value, bytes) else b""  # raw: no conversion
+    if not native or len(data) < h.rows * h.cols * h.bits // 8:
+        return pixel_array(ds)
+    dtype = np.dtype(f"<{'i' if h.signed else 'u'}{h.bits // 8}")
+    arr = np.frombuffer(data, dtype=dtype, count=h.rows * h.cols).reshape(h.rows, h.cols)
+    return arr & dtype.type((1 << h.stored_bits) - 1) if h.stored_bits < h.bits else arr
 
 
 def _floats(value: object, n: int) -> np.ndarray | None:
@@ -179,34 +325,164 @@ def _number(value: object) -> float | None:
     return out if np.isfinite(out) else None
 
 
-def _read_slice(name: str, raw: bytes) -> _Slice | str:
-    """Decode one file; the reason it is unusable as a string instead."""
+class _Header:
+    """Tag values of one file, each distinct raw value converted once per series.
+
+    The slices of a series mostly share their header values byte for byte (size, bit depth,
+    rescale, spacing); pydicom's conversion of a raw element costs more than decoding a small
+    native image, so ``memo`` (one per series) maps raw bytes to converted values.
+    """
+
+    def __init__(self, ds: Dataset, memo: dict) -> None:
+        self.ds, self.memo = ds, memo
+
+    def get(self, keyword: str, default: object = None) -> object:
+        """``ds.get(keyword, default)``, converted at most once per distinct raw value."""
+        tag = _tag(keyword)
+        elem = self.ds.get_item(tag)
+        if elem is None:
+            return default
+        if not isinstance(elem, pydicom.dataelem.RawDataElement):
+            return elem.value
+        key = (tag, elem.VR, elem.value, elem.is_little_endian, elem.is_implicit_VR)
+        if key not in self.memo:
+            self.memo[key] = self.ds[tag].value
+        return self.memo[key]
+
+    def numbers(self, keyword: str) -> object:
+        """A DS or IS tag's values as floats, parsed from its raw text; else :meth:`get`'s value.
+
+        Geometry differs in every slice, so the memo cannot help there, and pydicom makes a
+        validated DSfloat of every number; the text is decimal numbers separated by backslashes.
+        """
+        elem = self.ds.get_item(_tag(keyword))
+        raw = elem.value if isinstance(elem, pydicom.dataelem.RawDataElement) else None
+        if isinstance(raw, bytes) and (elem.VR or dictionary_VR(elem.tag)) in ("DS", "IS"):
+            try:
+                values = [float(v) for v in raw.split(b"\\")]
+                return values[0] if len(values) == 1 else values  # as pydicom: one value bare
+            except ValueError:
+                pass  # let pydicom say what it makes of it
+        return self.get(keyword)
+
+    def shared(self) -> _Shared:
+        """The :data:`_SHARED` values, converted once per distinct set of raw values in ``memo``."""
+        key = ("shared", *(_raw_key(self.ds.get_item(_tag(kw))) for kw in _SHARED))
+        key += (_tag("ModalityLUTSequence") in self.ds,)
+        found = self.memo.get(key)
+        if found is None:
+            found = self.memo[key] = _Shared.read(self)
+        return found
+
+
+#: Header values the slices of a series usually share byte for byte: read once per series.
+_SHARED = (
+    "NumberOfFrames",
+    "BitsAllocated",
+    "BitsStored",
+    "PixelRepresentation",
+    "SamplesPerPixel",
+    "Rows",
+    "Columns",
+    "RescaleSlope",
+    "RescaleIntercept",
+    "PhotometricInterpretation",
+    "PixelSpacing",
+    "SpacingBetweenSlices",
+    "SliceThickness",
+)
+
+
+@dataclass(frozen=True)
+class _Shared:
+    """The header values of :data:`_SHARED`, converted (None where absent)."""
+
+    frames: float
+    bits: int
+    stored_bits: int
+    signed: bool
+    samples: int
+    rows: int
+    cols: int
+    rescale: tuple  # what the modality LUT depends on: slices with equal ones share one table
+    pixel_spacing: tuple[float, float] | None
+    spacing_between: float | None
+    thickness: float | None
+
+    @classmethod
+    def read(cls, header: _Header) -> _Shared:
+        """Convert the values of one file (the slow path, once per distinct header)."""
+        get = header.get
+        spacing = _floats(header.numbers("PixelSpacing"), 2)
+        return cls(
+            frames=_number(get("NumberOfFrames", 1)) or 1.0,
+            bits=int(_number(get("BitsAllocated")) or 0),
+            stored_bits=int(_number(get("BitsStored")) or 0),
+            signed=_number(get("PixelRepresentation")) == 1,
+            samples=int(_number(get("SamplesPerPixel", 1)) or 1),
+            rows=int(_number(get("Rows")) or 0),
+            cols=int(_number(get("Columns")) or 0),
+            rescale=(
+                str(get("RescaleSlope")),
+                str(get("RescaleIntercept")),
+                str(get("PhotometricInterpretation", "")),
+                _tag("ModalityLUTSequence") in header.ds,
+            ),
+            pixel_spacing=(float(spacing[0]), float(spacing[1])) if spacing is not None else None,
+            spacing_between=_number(header.numbers("SpacingBetweenSlices")),
+            thickness=_number(header.numbers("SliceThickness")),
+        )
+
+
+def _raw_key(elem: object) -> object:
+    """A hashable stand-in for one element's raw value (None when absent)."""
+    if elem is None:
+        return None
+    if isinstance(elem, pydicom.dataelem.RawDataElement):
+        return (elem.VR, elem.value, elem.is_little_endian, elem.is_implicit_VR)
+    return ("converted", str(elem.value))  # type: ignore[attr-defined]
+
+
+@cache
+def _tag(keyword: str) -> BaseTag:
+    """The tag of a keyword, looked up once (pydicom's lookup by keyword costs microseconds)."""
+    return Tag(keyword)
+
+
+_PIXEL_TAGS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+
+
+def _read_slice(name: str, raw: bytes, memo: dict | None = None) -> _Slice | str:
+    """Decode one file; the reason it is unusable as a string instead (``memo``: see :class:`_Header`)."""
     try:
         ds = pydicom.dcmread(io.BytesIO(raw))
     except Exception as exc:  # any parse failure means "skip this file"
         return f"unreadable: {_short(exc)}"
-    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+    if not any(_tag(kw) in ds for kw in _PIXEL_TAGS):
         return "no pixel data"
-    frames = _number(ds.get("NumberOfFrames", 1)) or 1
-    if frames > 1:
-        return f"multi-frame ({int(frames)} frames) not supported"
+    header = _Header(ds, {} if memo is None else memo)
+    shared = header.shared()
+    if shared.frames > 1:
+        return f"multi-frame ({int(shared.frames)} frames) not supported"
     try:
-        values = slice_values(ds)
+        stored = _decode(ds, shared)
     except Exception as exc:  # decoder errors come in many types
         return f"cannot decode pixel data: {_short(exc)}"
-    if values.ndim != 2:
-        return f"unexpected pixel array shape {values.shape}"
-    instance = _number(ds.get("InstanceNumber"))
-    spacing = _floats(ds.get("PixelSpacing"), 2)
+    grey = stored.ndim == 3 and shared.samples > 1
+    if stored.ndim != 2 and not grey:
+        return f"unexpected pixel array shape {stored.shape}"
+    instance = _number(header.numbers("InstanceNumber"))
     return _Slice(
         name=name,
-        values=values,
+        stored=stored,
+        ds=ds,
+        rescale=(stored.dtype.str, stored.ndim, *shared.rescale),
         instance_number=int(instance) if instance is not None else None,
-        position=_floats(ds.get("ImagePositionPatient"), 3),
-        orientation=_floats(ds.get("ImageOrientationPatient"), 6),
-        pixel_spacing=(float(spacing[0]), float(spacing[1])) if spacing is not None else None,
-        spacing_between=_number(ds.get("SpacingBetweenSlices")),
-        thickness=_number(ds.get("SliceThickness")),
+        position=_floats(header.numbers("ImagePositionPatient"), 3),
+        orientation=_floats(header.numbers("ImageOrientationPatient"), 6),
+        pixel_spacing=shared.pixel_spacing,
+        spacing_between=shared.spacing_between,
+        thickness=shared.thickness,
     )
 
 
@@ -221,7 +497,7 @@ def _natural_key(name: str) -> tuple:
     return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name))
 
 
-def _reference_normal(normals: list[np.ndarray]) -> np.ndarray | None:
+def _reference_normal(normals: np.ndarray) -> np.ndarray | None:
     """The series' mean normal, from the slices within ``MAX_TILT_DEG`` of the majority normal.
 
     The majority (rounded) normal only picks the family; averaging over the family keeps a
@@ -229,17 +505,17 @@ def _reference_normal(normals: list[np.ndarray]) -> np.ndarray | None:
     """
     if len(normals) < 2:
         return None
-    counts = Counter(tuple(np.round(n, 2)) for n in normals)
+    counts = Counter(map(tuple, np.round(normals, 2).tolist()))
     majority = np.asarray(counts.most_common(1)[0][0])
     majority = majority / np.linalg.norm(majority)
-    family = np.array([n for n in normals if _angle(n, majority) <= MAX_TILT_DEG])
+    family = normals[_angles(normals, majority) <= MAX_TILT_DEG]
     ref = mean_normal(np.concatenate([majority[None], family]))
     return ref if np.isfinite(ref).all() else majority
 
 
-def _angle(normal: np.ndarray, reference: np.ndarray) -> float:
-    """Angle (degrees) between two planes given by their unit normals (0-90)."""
-    return float(np.degrees(np.arccos(np.clip(abs(float(normal @ reference)), 0.0, 1.0))))
+def _angles(normals: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Angles (degrees, 0-90) between the planes of ``(n, 3)`` unit normals and a reference plane."""
+    return np.degrees(np.arccos(np.clip(np.abs(normals @ reference), 0.0, 1.0)))
 
 
 def _drop_off_plane(slices: list[_Slice], skipped: list[tuple[str, str]]) -> list[_Slice]:
@@ -248,17 +524,20 @@ def _drop_off_plane(slices: list[_Slice], skipped: list[tuple[str, str]]) -> lis
     Such a slice is a localiser in another plane; tilted axial blocks (up to about 20 degrees
     either way) stay well within it.
     """
-    normals = [slice_normal(s.orientation) if s.orientation is not None else None for s in slices]
-    reference = _reference_normal([n for n in normals if n is not None and np.isfinite(n).all()])
+    if len(slices) < 2:
+        return slices
+    orientations = _stacked([s.orientation for s in slices], 6)
+    normals = slice_normal(orientations)
+    known = np.isfinite(normals).all(axis=1)
+    reference = _reference_normal(normals[known])
     if reference is None:
         return slices
+    angles = _angles(normals, reference)
     keep = []
-    for s, n in zip(slices, normals, strict=True):
-        if n is not None and np.isfinite(n).all():
-            angle = _angle(n, reference)
-            if angle > MAX_TILT_DEG:
-                skipped.append((s.name, f"orientation {angle:.0f} degrees off the series' plane"))
-                continue
+    for s, angle, ok in zip(slices, angles, known, strict=True):
+        if ok and angle > MAX_TILT_DEG:
+            skipped.append((s.name, f"orientation {angle:.0f} degrees off the series' plane"))
+            continue
         keep.append(s)
     return keep
 
@@ -268,7 +547,7 @@ def _centre(s: _Slice) -> np.ndarray:
     assert s.position is not None and s.orientation is not None
     if s.pixel_spacing is None:
         return s.position
-    rows, cols = s.values.shape
+    rows, cols = s.shape
     return (
         s.position
         + (cols - 1) / 2 * s.pixel_spacing[1] * s.orientation[:3]
@@ -314,19 +593,20 @@ def _slice_spacing(positions: np.ndarray, normal: np.ndarray, first: _Slice) -> 
 def _usable(files: Sequence[tuple[str, bytes]], skipped: list[tuple[str, str]]) -> list[_Slice]:
     """Decode every file; keep those of the majority shape; the rest go to ``skipped``."""
     slices: list[_Slice] = []
+    memo: dict = {}
     for name, raw in files:
-        got = _read_slice(name, raw)
+        got = _read_slice(name, raw, memo)
         if isinstance(got, str):
             skipped.append((name, got))
         else:
             slices.append(got)
     if slices:
-        shapes = Counter(s.values.shape for s in slices)
+        shapes = Counter(s.shape for s in slices)
         majority = max(shapes.items(), key=lambda kv: (kv[1], kv[0]))[0]
         for s in slices:
-            if s.values.shape != majority:
-                skipped.append((s.name, f"shape {s.values.shape} differs from the series' {majority}"))
-        slices = [s for s in slices if s.values.shape == majority]
+            if s.shape != majority:
+                skipped.append((s.name, f"shape {s.shape} differs from the series' {majority}"))
+        slices = [s for s in slices if s.shape == majority]
     return _drop_off_plane(slices, skipped)
 
 
@@ -348,13 +628,14 @@ def decode_series(files: Sequence[tuple[str, bytes]], where: Path) -> SeriesVolu
         raise DataError(f"{where}: no readable DICOM slice in {len(files)} files ({first[0]}: {first[1]})")
 
     slices = [slices[i] for i in _order(slices, where)]
-    stack = np.stack([s.values for s in slices]).astype(np.float32, copy=False)
     positions = _stacked([s.position for s in slices], 3)
     orientations = _stacked([s.orientation for s in slices], 6)
     spacing = next((s.pixel_spacing for s in slices if s.pixel_spacing is not None), None)
     instances = [s.instance_number if s.instance_number is not None else -1 for s in slices]
+    stored, table = _stored_and_table(slices)
     return SeriesVolume(
-        pixels=normalise(stack),
+        stored=stored,
+        table=table,
         instance_numbers=np.asarray(instances, dtype=np.int64),
         positions=positions,
         orientations=orientations,

@@ -39,7 +39,7 @@ class HasSliceGeometry(Protocol):
     def pixel_spacing(self) -> tuple[float, float]: ...
 
     @property
-    def pixels(self) -> np.ndarray: ...  # (n, H, W)
+    def shape(self) -> tuple[int, int, int]: ...  # (n, H, W)
 
 
 def unit_normal(orientation: np.ndarray) -> np.ndarray:
@@ -112,7 +112,7 @@ class SliceGeometry:
 
 def series_geometry(volume: HasSliceGeometry, size: int | None = None) -> list[SliceGeometry]:
     """Geometry of every slice of ``volume``, each its own plane (resized to ``size`` x ``size`` if given)."""
-    shape = tuple(volume.pixels.shape[1:3])
+    shape = tuple(volume.shape[1:3])
     return [
         SliceGeometry.of(p, o, volume.pixel_spacing, shape, size)  # type: ignore[arg-type]
         for p, o in zip(volume.positions, volume.orientations, strict=True)

@@ -8,15 +8,17 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from lumbar_bench.data.cache import SeriesCache
-from lumbar_bench.data.rsna import RSNAData
 from lumbar_bench.errors import DataError
+from lumbar_bench.parallel import process_pool, worker_count
+
+if TYPE_CHECKING:  # workers import this module: keep pandas out of it
+    from lumbar_bench.data.rsna import RSNAData
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -101,21 +103,21 @@ def _progress(items: Iterable[T], total: int, description: str, enabled: bool) -
 def prepare(data: RSNAData, progress: bool = True, workers: int = 1) -> IngestSummary:
     """Decode (or find in the cache) every listed series of ``data`` and summarise.
 
-    ``workers > 1`` decodes series in that many processes; cache writes are atomic, so
-    concurrent writers of the same entry are harmless.
+    ``workers`` processes decode series side by side (0: one per core). Each holds one series
+    at a time, so memory does not grow with the data set; cache writes are atomic, so
+    concurrent writers of the same entry are harmless; a failing series is reported as with
+    one worker, and the progress bar and summary count across workers.
     """
     start = time.perf_counter()
     cache = data.cache
     folders = [
         data.series_dir(st, se) for st, se in data.series[["study_id", "series_id"]].itertuples(index=False)
     ]
-    label = f"prepare: {data.part} series"
-    if workers > 1 and len(folders) > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            done = pool.map(partial(_ingest_series, cache), folders, chunksize=4)
-            results = list(_progress(done, len(folders), label, progress))
-    else:
-        results = list(_progress((_ingest_series(cache, f) for f in folders), len(folders), label, progress))
+    n_workers = min(worker_count(workers), max(1, len(folders)))
+    log.info("prepare: %d series, %d worker(s)", len(folders), n_workers)
+    with process_pool(n_workers, preload=__name__) as pool:
+        done = pool.map(partial(_ingest_series, cache), folders, chunksize=2)
+        results = list(_progress(done, len(folders), f"prepare: {data.part} series", progress))
     return IngestSummary(
         studies=len(data.study_ids),
         series=len(folders),

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +24,19 @@ def _no_decode(*args: object, **kwargs: object) -> None:
 
 
 def _entries(cache_dir: Path) -> list[Path]:
-    return sorted(p for p in cache_dir.rglob("*") if p.is_file())
+    """Entry folders (the index aside)."""
+    return sorted(p.parent for p in cache_dir.rglob("meta.json"))
+
+
+def _files_under(cache_dir: Path) -> list[Path]:
+    return sorted(p for p in cache_dir.rglob("*") if p.is_file() and "index" not in p.parts)
+
+
+def _age(folder: Path, seconds: float = 3600.0) -> None:
+    """Date every file of ``folder`` back, as for a data set that has been on disk a while."""
+    when = time.time() - seconds
+    for path in folder.glob("*.dcm"):
+        os.utime(path, (when, when))
 
 
 def test_second_get_is_a_hit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -77,23 +92,74 @@ def test_modified_file_misses(tmp_path: Path) -> None:
     assert len(_entries(tmp_path / "cache")) == 2
 
 
+def test_warm_lookup_reads_no_dicom_bytes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_series(tmp_path / "s", n=3)
+    _age(tmp_path / "s")
+    cache = SeriesCache(tmp_path / "cache")
+    first = cache.get(tmp_path / "s")
+    monkeypatch.setattr(cache_mod.dicom, "read_files", _no_decode)
+    vol, hit = cache.lookup(tmp_path / "s")
+    assert hit and isinstance(vol.stored, np.memmap)
+    np.testing.assert_array_equal(vol.pixels, first.pixels)
+
+
+def test_changed_file_with_its_old_size_and_mtime_misses(tmp_path: Path) -> None:
+    write_series(tmp_path / "s", n=3)
+    _age(tmp_path / "s")
+    cache = SeriesCache(tmp_path / "cache")
+    cache.get(tmp_path / "s")
+    path = tmp_path / "s" / "2.dcm"
+    st = path.stat()
+    ds = pydicom.dcmread(path)
+    arr = ds.pixel_array.copy()
+    arr[0, 0] += 1
+    ds.PixelData = arr.tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))  # same size, same mtime: only ctime tells
+    assert path.stat().st_size == st.st_size
+    vol, hit = cache.lookup(tmp_path / "s")
+    assert not hit and len(_entries(tmp_path / "cache")) == 2
+
+
+def test_recently_modified_files_are_hashed_every_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_series(tmp_path / "s", n=2)  # written just now: its mtimes cannot be trusted yet
+    cache = SeriesCache(tmp_path / "cache")
+    cache.get(tmp_path / "s")
+    assert not (tmp_path / "cache" / "index").exists()
+    calls = []
+    monkeypatch.setattr(cache_mod.dicom, "read_files", lambda d: calls.append(d) or read_files(d))
+    assert cache.lookup(tmp_path / "s")[1] and calls == [tmp_path / "s"]
+
+
+def test_reading_a_few_slices_loads_only_those(tmp_path: Path) -> None:
+    write_series(tmp_path / "s", n=5)
+    cache = SeriesCache(tmp_path / "cache")
+    direct = cache.get(tmp_path / "s")
+    vol = cache.get(tmp_path / "s")
+    assert isinstance(vol.stored, np.memmap) and not vol.stored.flags.writeable
+    np.testing.assert_array_equal(vol.slice_pixels([4, 1]), direct.pixels[[4, 1]])
+    assert "pixels" not in vol.__dict__  # the float volume was never built
+
+
 @pytest.mark.parametrize("error", [RuntimeError, OSError])
 def test_write_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: type[Exception]) -> None:
     write_series(tmp_path / "s", n=3)
     cache = SeriesCache(tmp_path / "cache")
 
-    def half_write(fh: object, **arrays: object) -> None:
-        fh.write(b"PK\x03\x04 partial")  # type: ignore[attr-defined]
+    def half_write(path: Path, array: object) -> None:
+        Path(path).write_bytes(b"\x93NUMPY partial")
         raise error("disk went away")
 
-    monkeypatch.setattr(np, "savez", half_write)
+    monkeypatch.setattr(np, "save", half_write)
     if error is OSError:  # an I/O failure only costs the cache entry
         vol = cache.get(tmp_path / "s")
         assert vol.n_slices == 3
     else:
         with pytest.raises(RuntimeError, match="disk went away"):
             cache.get(tmp_path / "s")
-    assert _entries(tmp_path / "cache") == []
+    assert _files_under(tmp_path / "cache") == []
 
 
 def test_corrupt_entry_rebuilt(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -101,7 +167,7 @@ def test_corrupt_entry_rebuilt(tmp_path: Path, caplog: pytest.LogCaptureFixture)
     cache = SeriesCache(tmp_path / "cache")
     good = cache.get(tmp_path / "s")
     (entry,) = _entries(tmp_path / "cache")
-    entry.write_bytes(entry.read_bytes()[:100])
+    (entry / "pixels.npy").write_bytes((entry / "pixels.npy").read_bytes()[:100])
     with caplog.at_level(logging.WARNING):
         vol, hit = cache.lookup(tmp_path / "s")
     assert not hit
@@ -110,15 +176,6 @@ def test_corrupt_entry_rebuilt(tmp_path: Path, caplog: pytest.LogCaptureFixture)
     )
     np.testing.assert_array_equal(vol.pixels, good.pixels)
     assert cache.lookup(tmp_path / "s")[1]
-
-
-def test_compressed_entries(tmp_path: Path) -> None:
-    write_series(tmp_path / "s", n=3)
-    cache = SeriesCache(tmp_path / "cache", compress=True)
-    first = cache.get(tmp_path / "s")
-    second, hit = cache.lookup(tmp_path / "s")
-    assert hit
-    np.testing.assert_array_equal(first.pixels, second.pixels)
 
 
 def test_tilted_blocks_round_trip(tmp_path: Path) -> None:
@@ -138,13 +195,13 @@ def test_entry_of_an_older_reader_is_rebuilt_not_misread(
     cache = SeriesCache(tmp_path / "cache")
     vol = cache.get(tmp_path / "ax")
     (entry,) = _entries(tmp_path / "cache")
-    arrays = dict(np.load(entry))
-    arrays["orientation"] = arrays.pop("orientations")[0]  # the old layout: one orientation per series
-    arrays["reader_version"] = np.asarray(1)
-    np.savez(entry, **arrays)
+    meta = json.loads((entry / "meta.json").read_text())
+    meta["orientation"] = meta.pop("orientations")[0]  # the old layout: one orientation per series
+    meta["reader_version"] = 1
+    (entry / "meta.json").write_text(json.dumps(meta))
     again, hit = cache.lookup(tmp_path / "ax")
     assert not hit
     np.testing.assert_array_equal(again.orientations, vol.orientations)
     # and an old reader's key is not this reader's: the entry would not even be looked up
     monkeypatch.setattr(cache_mod.dicom, "READER_VERSION", 1)
-    assert content_key(read_files(tmp_path / "ax")) != entry.stem
+    assert content_key(read_files(tmp_path / "ax")) != entry.name

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import random
 import shutil
@@ -13,7 +14,9 @@ import pytest
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import (
+    ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
     JPEG2000Lossless,
     JPEGLSLossless,
     MRImageStorage,
@@ -21,6 +24,7 @@ from pydicom.uid import (
     generate_uid,
 )
 
+from lumbar_bench.data import dicom as dicom_mod
 from lumbar_bench.data.dicom import (
     QUANT_LEVELS,
     SeriesVolume,
@@ -171,6 +175,120 @@ def test_series_differing_by_slope_normalise_equal(tmp_path: Path) -> None:
     write_series(tmp_path / "two", slope=3.0, intercept=-50.0)
     a, b = read_series(tmp_path / "one"), read_series(tmp_path / "two")
     np.testing.assert_allclose(a.pixels, b.pixels, atol=1.0 / QUANT_LEVELS)
+
+
+def _files(
+    arrays: list[np.ndarray], signed: bool = False, photometric: str = "MONOCHROME2", **kwargs: object
+) -> list[tuple[str, bytes]]:
+    """``(name, bytes)`` of one sagittal series holding ``arrays`` (int16 stored values when ``signed``)."""
+    out = []
+    for i, arr in enumerate(arrays):
+        ds = make_dataset(np.zeros(arr.shape), instance=i + 1, position=(4.0 * i, 0.0, 0.0), **kwargs)
+        ds.PixelRepresentation = int(signed)
+        ds.PhotometricInterpretation = photometric
+        ds.PixelData = arr.astype(np.int16 if signed else np.uint16).tobytes()
+        buf = io.BytesIO()
+        ds.save_as(buf, enforce_file_format=True)
+        out.append((f"{i + 1}.dcm", buf.getvalue()))
+    return out
+
+
+def _no_call(*args: object, **kwargs: object) -> None:
+    raise AssertionError("called")
+
+
+@pytest.mark.parametrize(
+    ("signed", "slope", "intercept", "photometric"),
+    [
+        (False, None, None, "MONOCHROME2"),
+        (False, 2.5, -100.0, "MONOCHROME2"),
+        (False, 0.3, 7.0, "MONOCHROME1"),
+        (True, -1.5, 20.0, "MONOCHROME2"),
+        (True, 1.0, 0.0, "MONOCHROME2"),
+    ],
+)
+@pytest.mark.parametrize("seed", range(4))
+def test_lookup_table_path_gives_the_float_paths_bits(
+    monkeypatch: pytest.MonkeyPatch,
+    seed: int,
+    signed: bool,
+    slope: float | None,
+    intercept: float | None,
+    photometric: str,
+) -> None:
+    rng = np.random.default_rng(seed)
+    lo = -3000 if signed else 0
+    n = int(rng.integers(1, 6))
+    arrays = [
+        rng.integers(lo, lo + int(rng.integers(2, 5000)), (int(rng.integers(1, 40)), 9)) for _ in range(n)
+    ]
+    rows = {a.shape[0] for a in arrays}
+    arrays = [a[: min(rows)] for a in arrays]
+    files = _files(arrays, signed, photometric, slope=slope, intercept=intercept)
+    with monkeypatch.context() as m:
+        m.setattr(np, "percentile", _no_call)  # the table path never sorts the pixels
+        fast = dicom_mod.decode_series(files, Path("s"))
+    monkeypatch.setattr(dicom_mod, "_TABLE_DTYPES", frozenset())  # force the general float path
+    general = dicom_mod.decode_series(files, Path("s"))
+    assert fast.quantised.dtype == np.uint16
+    np.testing.assert_array_equal(fast.quantised, general.quantised)
+
+
+@pytest.mark.parametrize(
+    ("bits", "stored", "signed", "syntax"),
+    [
+        (16, 16, False, ExplicitVRLittleEndian),
+        (16, 12, False, ExplicitVRLittleEndian),
+        (16, 16, True, ExplicitVRLittleEndian),
+        (16, 12, True, ExplicitVRLittleEndian),
+        (8, 8, False, ExplicitVRLittleEndian),
+        (16, 12, False, ImplicitVRLittleEndian),
+        (16, 16, False, ExplicitVRBigEndian),
+        (16, 16, False, RLELossless),
+    ],
+)
+def test_decode_pixels_equals_pydicom(bits: int, stored: int, signed: bool, syntax: pydicom.uid.UID) -> None:
+    rng = np.random.default_rng(bits + stored)
+    dtype = np.dtype(f"{'i' if signed else 'u'}{bits // 8}")
+    info = np.iinfo(dtype)
+    arr = rng.integers(info.min, info.max, (7, 5), endpoint=True).astype(dtype)  # high bits set too
+    ds = make_dataset(np.zeros((7, 5)))
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = (
+        bits,
+        stored,
+        stored - 1,
+        int(signed),
+    )
+    ds.PixelData = arr.tobytes()
+    if syntax == RLELossless:
+        ds.compress(RLELossless)
+    else:
+        ds.file_meta.TransferSyntaxUID = syntax
+    buf = io.BytesIO()
+    ds.save_as(
+        buf,
+        enforce_file_format=True,
+        little_endian=syntax != ExplicitVRBigEndian,
+        implicit_vr=syntax == ImplicitVRLittleEndian,
+    )
+    read = pydicom.dcmread(io.BytesIO(buf.getvalue()))
+    expected = pydicom.dcmread(io.BytesIO(buf.getvalue())).pixel_array
+    got = dicom_mod.decode_pixels(read)
+    assert got.dtype == expected.dtype
+    np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_percentiles_from_counts_equal_numpy(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    values = (rng.normal(size=int(rng.integers(1, 300))) * 10.0 ** rng.integers(-3, 4)).astype(np.float32)
+    counts = rng.integers(0, 4, values.size)
+    counts[rng.integers(values.size)] += 1  # never empty
+    data = np.repeat(values, counts)
+    qs = (0.5, 99.5, float(rng.uniform(0, 100)))
+    expected = np.percentile(data, qs)
+    got = dicom_mod.percentiles_from_counts(counts, values, qs)
+    assert np.asarray(got).tobytes() == np.asarray(expected, dtype=np.float64).tobytes()
 
 
 def _saved(ds: Dataset, path: Path) -> Path:

@@ -137,11 +137,20 @@ def test_prepare_with_progress_bar(layout: Path, tmp_path: Path) -> None:
 def test_prepare_in_worker_processes(layout: Path, tmp_path: Path) -> None:
     bad = layout / "train_images" / "1" / "13" / "2.dcm"
     bad.write_bytes(b"junk")
+    for f in (layout / "train_images" / "2" / "23").glob("*.dcm"):
+        f.write_bytes(b"broken")
     data = RSNAData.load(layout, cache_dir=tmp_path / "cache")
     parallel = prepare(data, progress=False, workers=2)
-    assert parallel.series == 6 and parallel.slices == 3 + 3 + 3 + 3 + 2 + 2 and parallel.cache_hits == 0
+    assert parallel.series == 6 and parallel.slices == 3 + 3 + 3 + 3 + 2 and parallel.cache_hits == 0
     assert [p for p, _ in parallel.skipped_files] == [str(bad)]
-    assert prepare(data, progress=False).cache_hits == 6
+    assert [p for p, _ in parallel.failed_series] == [str(layout / "train_images" / "2" / "23")]
+    serial = prepare(RSNAData.load(layout, cache_dir=tmp_path / "serial"), progress=False, workers=1)
+    assert (serial.slices, serial.skipped_files, serial.failed_series) == (
+        parallel.slices,
+        parallel.skipped_files,
+        parallel.failed_series,
+    )
+    assert prepare(data, progress=False).cache_hits == 5
 
 
 def test_phantom_layout_loads_and_prepares(request: pytest.FixtureRequest, tmp_path: Path) -> None:

@@ -394,7 +394,7 @@ def coordinate_anchors(coords: pd.DataFrame, sagittal: dict) -> Anchors:
     out: Anchors = {}
     for series_id, (vol, sa) in sagittal.items():
         index = {int(n): i for i, n in enumerate(sa.instance_numbers)}
-        h, w = vol.pixels.shape[1:]
+        h, w = vol.shape[1:]
         size = sa.pixels.shape[1]
         for r in coords[coords["series_id"] == series_id].itertuples(index=False):
             k = index.get(int(r.instance_number))
@@ -506,7 +506,7 @@ def build_series(
     desc = study.descs.get(series_id, "")
     info = _series_info(study, series_id, desc, sa)
     inst_index = {int(n): i for i, n in enumerate(vol.instance_numbers)}
-    h, w = vol.pixels.shape[1:]
+    h, w = vol.shape[1:]
     scale = (cfg.size / h, cfg.size / w)
     pixels, geoms = (sa.pixels, sa.geoms) if sa is not None else working_stack(vol, cfg.size)
     cases, facts = [], []

@@ -9,16 +9,11 @@ from __future__ import annotations
 
 import json
 import logging
-import multiprocessing
-import os
 import time
-from collections.abc import Generator, Iterator
-from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -31,6 +26,7 @@ from lumbar_bench.data.phantom.floor import expected_floor
 from lumbar_bench.data.phantom.spider import write_spider_case
 from lumbar_bench.data.phantom.study import HARD_KINDS, PART_CODES, StudyPlan, StudyResult, make_study
 from lumbar_bench.errors import ConfigError
+from lumbar_bench.parallel import process_pool, worker_count
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +152,7 @@ def synthesize(
     truth = out / "truth"
     truth.mkdir(parents=True, exist_ok=True)
     plans = plan_studies(config)
-    n_workers = _worker_count(workers)
+    n_workers = worker_count(workers)
     log.info(
         "phantom: %d train + %d test studies at %d px, seed %d, %d worker(s)",
         config.studies,
@@ -167,7 +163,7 @@ def synthesize(
     )
     job = partial(_study_job, out=out, seed=config.seed, size=config.size)
     spider_job = partial(_spider_job, out=out / "spider", seed=config.seed, size=config.size)
-    with _executor(n_workers) as pool:
+    with process_pool(n_workers, preload=__name__) as pool:
         results = list(
             progress_bar(_Counted(pool.map(job, plans), len(plans)), "synthesising studies", enabled=progress)
         )
@@ -237,22 +233,6 @@ class _Counted:
 
     def __iter__(self) -> Iterator[StudyResult]:
         return iter(self.items)
-
-
-def _worker_count(workers: int) -> int:
-    """Count the processes to use: ``workers``, or one per CPU when it is 0."""
-    return (os.cpu_count() or 1) if workers == 0 else max(1, int(workers))
-
-
-@contextmanager
-def _executor(n_workers: int) -> Generator[Any, None, None]:
-    """Yield a process pool (spawned: safe under threads), or an in-process stand-in."""
-    if n_workers <= 1:
-        yield SimpleNamespace(map=map)
-        return
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx) as pool:
-        yield pool
 
 
 def _draw_ids(rng: np.random.Generator, n: int, taken: set[int]) -> list[int]:
