@@ -285,11 +285,16 @@ def decode_pixels(ds: Dataset) -> np.ndarray:
     unused high bits of unsigned values are masked off as pydicom does. Everything else goes
     through pydicom's decoders.
     """
-    return _decode(ds, _Header(ds, {}).shared())
+    native = _native_pixels(ds, _Header(ds, {}).shared(), None)
+    return native if native is not None else pixel_array(ds)
 
 
-def _decode(ds: Dataset, h: _Shared) -> np.ndarray:
-    """:func:`decode_pixels` with the header values already read."""
+def _native_pixels(ds: Dataset, h: _Shared, raw: bytes | None) -> np.ndarray | None:
+    """Native little-endian 8/16-bit greyscale straight from its bytes; None for anything else.
+
+    When ``ds`` was read with the pixel data deferred, its value is viewed in place in ``raw``,
+    the file's bytes, without a copy.
+    """
     meta = getattr(ds, "file_meta", None)
     native = (
         meta is not None
@@ -299,12 +304,20 @@ def _decode(ds: Dataset, h: _Shared) -> np.ndarray:
         and 0 < h.stored_bits <= h.bits
         and not (h.signed and h.stored_bits < h.bits)
     )
-    elem = ds.get_item(_tag("PixelData")) if native else None
-    data = elem.value if elem is not None and isinstance(elem.value, bytes) else b""  # raw: no conversion
-    if not native or len(data) < h.rows * h.cols * h.bits // 8:
-        return pixel_array(ds)
+    elem = ds.get_item(_tag("PixelData"), keep_deferred=True) if native else None
+    if not isinstance(elem, pydicom.dataelem.RawDataElement):
+        return None
+    if isinstance(elem.value, bytes):
+        buffer, offset, length = elem.value, 0, len(elem.value)
+    elif elem.value is None and raw is not None and elem.value_tell is not None:
+        buffer, offset, length = raw, int(elem.value_tell), int(elem.length)
+    else:
+        return None
+    count = h.rows * h.cols
+    if count == 0 or length < count * h.bits // 8 or offset + count * h.bits // 8 > len(buffer):
+        return None
     dtype = np.dtype(f"<{'i' if h.signed else 'u'}{h.bits // 8}")
-    arr = np.frombuffer(data, dtype=dtype, count=h.rows * h.cols).reshape(h.rows, h.cols)
+    arr = np.frombuffer(buffer, dtype=dtype, count=count, offset=offset).reshape(h.rows, h.cols)
     return arr & dtype.type((1 << h.stored_bits) - 1) if h.stored_bits < h.bits else arr
 
 
@@ -450,12 +463,14 @@ def _tag(keyword: str) -> BaseTag:
 
 
 _PIXEL_TAGS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+#: Values longer than this are left unread by the header parse (pydicom's ``defer_size``).
+_DEFER_BYTES = 4096
 
 
 def _read_slice(name: str, raw: bytes, memo: dict | None = None) -> _Slice | str:
     """Decode one file; the reason it is unusable as a string instead (``memo``: see :class:`_Header`)."""
-    try:
-        ds = pydicom.dcmread(io.BytesIO(raw))
+    try:  # large values (the pixel data) stay in ``raw``, read in place when native
+        ds = pydicom.dcmread(io.BytesIO(raw), defer_size=_DEFER_BYTES)
     except Exception as exc:  # any parse failure means "skip this file"
         return f"unreadable: {_short(exc)}"
     if not any(_tag(kw) in ds for kw in _PIXEL_TAGS):
@@ -465,7 +480,10 @@ def _read_slice(name: str, raw: bytes, memo: dict | None = None) -> _Slice | str
     if shared.frames > 1:
         return f"multi-frame ({int(shared.frames)} frames) not supported"
     try:
-        stored = _decode(ds, shared)
+        stored = _native_pixels(ds, shared, raw)
+        if stored is None:  # pydicom's decoders, on the file read whole
+            ds = pydicom.dcmread(io.BytesIO(raw))
+            stored = pixel_array(ds)
     except Exception as exc:  # decoder errors come in many types
         return f"cannot decode pixel data: {_short(exc)}"
     grey = stored.ndim == 3 and shared.samples > 1

@@ -278,6 +278,24 @@ def test_decode_pixels_equals_pydicom(bits: int, stored: int, signed: bool, synt
     np.testing.assert_array_equal(got, expected)
 
 
+def test_modality_lut_sequence_goes_through_pydicom(tmp_path: Path) -> None:
+    """A Modality LUT Sequence (8 KB: left unread by the header parse) takes the general path."""
+    for i in range(3):
+        ds = make_dataset(np.arange(64).reshape(8, 8) * (i + 1), instance=i + 1, position=(4.0 * i, 0, 0))
+        item = Dataset()
+        item.LUTDescriptor, item.ModalityLUTType = [4096, 0, 16], "HU"
+        item.LUTData = (np.arange(4096, dtype=np.uint16) * 2).tobytes()
+        ds.ModalityLUTSequence = pydicom.sequence.Sequence([item])
+        _saved(ds, tmp_path / f"{i + 1}.dcm")
+    vol = read_series(tmp_path)
+    assert vol.table is None
+    values = np.stack(
+        [slice_values(pydicom.dcmread(tmp_path / f"{i + 1}.dcm")) for i in (2, 1, 0)]
+    )  # x falling
+    assert values.max() == 2 * 63 * 3  # the LUT doubles every stored value
+    np.testing.assert_allclose(vol.pixels, expected_pixels(values), atol=1.0 / QUANT_LEVELS)
+
+
 @pytest.mark.parametrize("seed", range(20))
 def test_percentiles_from_counts_equal_numpy(seed: int) -> None:
     rng = np.random.default_rng(seed)
