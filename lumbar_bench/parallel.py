@@ -46,7 +46,8 @@ def process_pool(n_workers: int, preload: str) -> Generator[Mapper, None, None]:
     """Yield a pool of ``n_workers`` processes with module ``preload`` imported, or the caller for 1.
 
     The fork server is started once per process and kept for later pools; ``preload`` is the
-    module holding the function the pool runs.
+    module holding the function the pool runs. Only the first pool's preload is imported by the
+    server; a later pool with another one still works, its workers importing their module first.
     """
     if n_workers <= 1:
         yield _InProcess()
