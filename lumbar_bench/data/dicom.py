@@ -339,28 +339,20 @@ def _number(value: object) -> float | None:
 
 
 class _Header:
-    """Tag values of one file, each distinct raw value converted once per series.
+    """Tag values of one file; the values its series shares are converted once per series.
 
     The slices of a series mostly share their header values byte for byte (size, bit depth,
     rescale, spacing); pydicom's conversion of a raw element costs more than decoding a small
-    native image, so ``memo`` (one per series) maps raw bytes to converted values.
+    native image, so ``memo`` (one per series) maps those raw bytes to a :class:`_Shared`.
     """
 
     def __init__(self, ds: Dataset, memo: dict) -> None:
         self.ds, self.memo = ds, memo
 
     def get(self, keyword: str, default: object = None) -> object:
-        """``ds.get(keyword, default)``, converted at most once per distinct raw value."""
+        """``ds.get(keyword, default)``, looked up by a cached tag."""
         tag = _tag(keyword)
-        elem = self.ds.get_item(tag)
-        if elem is None:
-            return default
-        if not isinstance(elem, pydicom.dataelem.RawDataElement):
-            return elem.value
-        key = (tag, elem.VR, elem.value, elem.is_little_endian, elem.is_implicit_VR)
-        if key not in self.memo:
-            self.memo[key] = self.ds[tag].value
-        return self.memo[key]
+        return self.ds[tag].value if tag in self.ds else default
 
     def numbers(self, keyword: str) -> object:
         """A DS or IS tag's values as floats, parsed from its raw text; else :meth:`get`'s value.
@@ -380,8 +372,10 @@ class _Header:
 
     def shared(self) -> _Shared:
         """The :data:`_SHARED` values, converted once per distinct set of raw values in ``memo``."""
-        key = ("shared", *(_raw_key(self.ds.get_item(_tag(kw))) for kw in _SHARED))
-        key += (_tag("ModalityLUTSequence") in self.ds,)
+        key = (
+            *(_raw_key(self.ds.get_item(_tag(kw))) for kw in _SHARED),
+            _tag("ModalityLUTSequence") in self.ds,
+        )
         found = self.memo.get(key)
         if found is None:
             found = self.memo[key] = _Shared.read(self)
