@@ -17,17 +17,16 @@ stored values and the table, and a reader applies it to the slices it reads. The
 stays for everything else (colour, a Modality LUT Sequence, per-slice rescales, 32-bit or float
 data). Both give identical bits; ``tests/data/test_dicom.py`` checks it, and checks the
 histogram's percentiles against ``np.percentile``. Native little-endian pixel data is read
-straight from its bytes, and header values shared by the slices are converted once per series.
+straight from its bytes, and header values shared by the slices are converted once per series
+(both in :mod:`lumbar_bench.data.dicom_file`, which reads one file).
 
 A file that cannot be used (truncated, corrupt, no pixel data, multi-frame, a shape that
 differs from the majority of the series) is logged as one warning line and skipped; the
-rest of the series still loads. Decoding of JPEG, JPEG lossless, JPEG-LS, JPEG 2000 and
-RLE pixel data comes from pydicom's pixel handlers and the pylibjpeg plugins.
+rest of the series still loads.
 """
 
 from __future__ import annotations
 
-import io
 import logging
 import re
 from collections import Counter
@@ -37,13 +36,8 @@ from functools import cache, cached_property
 from pathlib import Path
 
 import numpy as np
-import pydicom
-from pydicom.datadict import dictionary_VR
-from pydicom.dataset import Dataset
-from pydicom.pixels import apply_rescale, pixel_array
-from pydicom.tag import BaseTag, Tag
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
+from lumbar_bench.data.dicom_file import DicomSlice, modality_values, read_slice, short_error
 from lumbar_bench.data.geometry import unit_normal
 from lumbar_bench.errors import DataError
 
@@ -129,32 +123,6 @@ class SeriesVolume:
         return mean_normal(self.normals)
 
 
-@dataclass(frozen=True)
-class _Slice:
-    """One usable file: stored values, dataset, rescale key and geometry tags (None where absent)."""
-
-    name: str
-    stored: np.ndarray
-    ds: Dataset
-    rescale: tuple
-    instance_number: int | None
-    position: np.ndarray | None
-    orientation: np.ndarray | None
-    pixel_spacing: tuple[float, float] | None
-    spacing_between: float | None
-    thickness: float | None
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        """``(rows, columns)``."""
-        return int(self.stored.shape[0]), int(self.stored.shape[1])
-
-    @property
-    def values(self) -> np.ndarray:
-        """Rescaled float32 ``(H, W)``: :func:`slice_values` without decoding again."""
-        return _modality_values(self.stored, self.ds)
-
-
 def slice_normal(orientation: np.ndarray) -> np.ndarray:
     """Unit normal ``cross(row_dir, col_dir)`` of one (6,) or many (n, 6) ImageOrientationPatient."""
     return unit_normal(orientation)
@@ -179,25 +147,6 @@ def sagittal_side(volume: SeriesVolume) -> np.ndarray:
     narrowing), the smallest x the right ones. NaN where positions are unknown.
     """
     return np.asarray(volume.positions, dtype=np.float64)[:, 0].copy()
-
-
-def slice_values(ds: Dataset) -> np.ndarray:
-    """Decode one single-frame dataset and apply the modality LUT: float32 ``(H, W)``.
-
-    RescaleSlope/RescaleIntercept are applied (``pydicom.pixels.apply_rescale``); colour
-    data is averaged to grey; MONOCHROME1 is negated so that bright always means high signal.
-    """
-    return _modality_values(ds.pixel_array, ds)
-
-
-def _modality_values(stored: np.ndarray, ds: Dataset) -> np.ndarray:
-    """Stored values -> float32 through ds's modality LUT; elementwise except the colour mean."""
-    values = np.asarray(apply_rescale(stored, ds), dtype=np.float32)
-    if values.ndim == 3 and int(ds.get("SamplesPerPixel", 1)) > 1:
-        values = values.mean(axis=-1, dtype=np.float32)
-    if str(ds.get("PhotometricInterpretation", "")) == "MONOCHROME1":
-        values = -values
-    return values
 
 
 def quantise(pixels: np.ndarray) -> np.ndarray:
@@ -228,7 +177,7 @@ def _domain(dtype: np.dtype) -> tuple[np.ndarray, np.dtype]:
     return np.arange(2 ** (8 * dtype.itemsize), dtype=unsigned).view(dtype), unsigned
 
 
-def _stored_and_table(slices: list[_Slice]) -> tuple[np.ndarray, np.ndarray | None]:
+def _stored_and_table(slices: list[DicomSlice]) -> tuple[np.ndarray, np.ndarray | None]:
     """``(stored, table)`` of :class:`SeriesVolume`: bit patterns and their table when one applies.
 
     Else (colour, per-slice rescales, wider types) the general float path: the quantised
@@ -245,7 +194,7 @@ def _stored_and_table(slices: list[_Slice]) -> tuple[np.ndarray, np.ndarray | No
         stack = np.stack([s.values for s in slices]).astype(np.float32, copy=False)
         return quantise(_scaled(stack, *np.percentile(stack, NORM_PERCENTILES))), None
     domain, unsigned = _domain(first.stored.dtype)
-    values = _modality_values(domain, first.ds)  # float32, one per bit pattern
+    values = modality_values(domain, first.ds)  # float32, one per bit pattern
     raw = np.stack([s.stored for s in slices]).view(unsigned)
     counts = np.bincount(raw.reshape(-1), minlength=domain.size)
     lo, hi = percentiles_from_counts(counts, values, NORM_PERCENTILES)
@@ -271,237 +220,6 @@ def percentiles_from_counts(counts: np.ndarray, values: np.ndarray, qs: Sequence
         ranks = np.searchsorted(cumulative, [previous, min(previous + 1, n - 1)], side="right")
         out.append(float(np.quantile(ranked[ranks], np.array([virtual - previous]))[0]))
     return out
-
-
-#: Transfer syntaxes whose pixel data is the array's own little-endian bytes.
-_NATIVE = frozenset({ExplicitVRLittleEndian, ImplicitVRLittleEndian})
-
-
-def decode_pixels(ds: Dataset) -> np.ndarray:
-    """Stored values of a single-frame dataset, as ``pydicom.pixels.pixel_array`` gives them.
-
-    Native little-endian 8/16-bit greyscale, most of an MRI archive, is read straight from the
-    pixel data bytes (pydicom's decoder machinery costs more than the decode itself there);
-    unused high bits of unsigned values are masked off as pydicom does. Everything else goes
-    through pydicom's decoders.
-    """
-    native = _native_pixels(ds, _Header(ds, {}).shared(), None)
-    return native if native is not None else pixel_array(ds)
-
-
-def _native_pixels(ds: Dataset, h: _Shared, raw: bytes | None) -> np.ndarray | None:
-    """Native little-endian 8/16-bit greyscale straight from its bytes; None for anything else.
-
-    When ``ds`` was read with the pixel data deferred, its value is viewed in place in ``raw``,
-    the file's bytes, without a copy.
-    """
-    meta = getattr(ds, "file_meta", None)
-    native = (
-        meta is not None
-        and meta.get("TransferSyntaxUID") in _NATIVE
-        and h.samples == 1
-        and h.bits in (8, 16)
-        and 0 < h.stored_bits <= h.bits
-        and not (h.signed and h.stored_bits < h.bits)
-    )
-    elem = ds.get_item(_tag("PixelData"), keep_deferred=True) if native else None
-    if not isinstance(elem, pydicom.dataelem.RawDataElement):
-        return None
-    if isinstance(elem.value, bytes):
-        buffer, offset, length = elem.value, 0, len(elem.value)
-    elif elem.value is None and raw is not None and elem.value_tell is not None:
-        buffer, offset, length = raw, int(elem.value_tell), int(elem.length)
-    else:
-        return None
-    count = h.rows * h.cols
-    if count == 0 or length < count * h.bits // 8 or offset + count * h.bits // 8 > len(buffer):
-        return None
-    dtype = np.dtype(f"<{'i' if h.signed else 'u'}{h.bits // 8}")
-    arr = np.frombuffer(buffer, dtype=dtype, count=count, offset=offset).reshape(h.rows, h.cols)
-    return arr & dtype.type((1 << h.stored_bits) - 1) if h.stored_bits < h.bits else arr
-
-
-def _floats(value: object, n: int) -> np.ndarray | None:
-    """``n`` finite floats from a multi-valued tag, or None."""
-    try:
-        out = np.asarray([float(v) for v in value], dtype=np.float64)  # type: ignore[union-attr]
-    except (TypeError, ValueError):
-        return None
-    return out if out.shape == (n,) and np.isfinite(out).all() else None
-
-
-def _number(value: object) -> float | None:
-    try:
-        out = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return None
-    return out if np.isfinite(out) else None
-
-
-class _Header:
-    """Tag values of one file; the values its series shares are converted once per series.
-
-    The slices of a series mostly share their header values byte for byte (size, bit depth,
-    rescale, spacing); pydicom's conversion of a raw element costs more than decoding a small
-    native image, so ``memo`` (one per series) maps those raw bytes to a :class:`_Shared`.
-    """
-
-    def __init__(self, ds: Dataset, memo: dict) -> None:
-        self.ds, self.memo = ds, memo
-
-    def get(self, keyword: str, default: object = None) -> object:
-        """``ds.get(keyword, default)``, looked up by a cached tag."""
-        tag = _tag(keyword)
-        return self.ds[tag].value if tag in self.ds else default
-
-    def numbers(self, keyword: str) -> object:
-        """A DS or IS tag's values as floats, parsed from its raw text; else :meth:`get`'s value.
-
-        Geometry differs in every slice, so the memo cannot help there, and pydicom makes a
-        validated DSfloat of every number; the text is decimal numbers separated by backslashes.
-        """
-        elem = self.ds.get_item(_tag(keyword))
-        raw = elem.value if isinstance(elem, pydicom.dataelem.RawDataElement) else None
-        if isinstance(raw, bytes) and (elem.VR or dictionary_VR(elem.tag)) in ("DS", "IS"):
-            try:
-                values = [float(v) for v in raw.split(b"\\")]
-                return values[0] if len(values) == 1 else values  # as pydicom: one value bare
-            except ValueError:
-                pass  # let pydicom say what it makes of it
-        return self.get(keyword)
-
-    def shared(self) -> _Shared:
-        """The :data:`_SHARED` values, converted once per distinct set of raw values in ``memo``."""
-        key = (
-            *(_raw_key(self.ds.get_item(_tag(kw))) for kw in _SHARED),
-            _tag("ModalityLUTSequence") in self.ds,
-        )
-        found = self.memo.get(key)
-        if found is None:
-            found = self.memo[key] = _Shared.read(self)
-        return found
-
-
-#: Header values the slices of a series usually share byte for byte: read once per series.
-_SHARED = (
-    "NumberOfFrames",
-    "BitsAllocated",
-    "BitsStored",
-    "PixelRepresentation",
-    "SamplesPerPixel",
-    "Rows",
-    "Columns",
-    "RescaleSlope",
-    "RescaleIntercept",
-    "PhotometricInterpretation",
-    "PixelSpacing",
-    "SpacingBetweenSlices",
-    "SliceThickness",
-)
-
-
-@dataclass(frozen=True)
-class _Shared:
-    """The header values of :data:`_SHARED`, converted (None where absent)."""
-
-    frames: float
-    bits: int
-    stored_bits: int
-    signed: bool
-    samples: int
-    rows: int
-    cols: int
-    rescale: tuple  # what the modality LUT depends on: slices with equal ones share one table
-    pixel_spacing: tuple[float, float] | None
-    spacing_between: float | None
-    thickness: float | None
-
-    @classmethod
-    def read(cls, header: _Header) -> _Shared:
-        """Convert the values of one file (the slow path, once per distinct header)."""
-        get = header.get
-        spacing = _floats(header.numbers("PixelSpacing"), 2)
-        return cls(
-            frames=_number(get("NumberOfFrames", 1)) or 1.0,
-            bits=int(_number(get("BitsAllocated")) or 0),
-            stored_bits=int(_number(get("BitsStored")) or 0),
-            signed=_number(get("PixelRepresentation")) == 1,
-            samples=int(_number(get("SamplesPerPixel", 1)) or 1),
-            rows=int(_number(get("Rows")) or 0),
-            cols=int(_number(get("Columns")) or 0),
-            rescale=(
-                str(get("RescaleSlope")),
-                str(get("RescaleIntercept")),
-                str(get("PhotometricInterpretation", "")),
-                _tag("ModalityLUTSequence") in header.ds,
-            ),
-            pixel_spacing=(float(spacing[0]), float(spacing[1])) if spacing is not None else None,
-            spacing_between=_number(header.numbers("SpacingBetweenSlices")),
-            thickness=_number(header.numbers("SliceThickness")),
-        )
-
-
-def _raw_key(elem: object) -> object:
-    """A hashable stand-in for one element's raw value (None when absent)."""
-    if elem is None:
-        return None
-    if isinstance(elem, pydicom.dataelem.RawDataElement):
-        return (elem.VR, elem.value, elem.is_little_endian, elem.is_implicit_VR)
-    return ("converted", str(elem.value))  # type: ignore[attr-defined]
-
-
-@cache
-def _tag(keyword: str) -> BaseTag:
-    """The tag of a keyword, looked up once (pydicom's lookup by keyword costs microseconds)."""
-    return Tag(keyword)
-
-
-_PIXEL_TAGS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
-#: Values longer than this are left unread by the header parse (pydicom's ``defer_size``).
-_DEFER_BYTES = 4096
-
-
-def _read_slice(name: str, raw: bytes, memo: dict | None = None) -> _Slice | str:
-    """Decode one file; the reason it is unusable as a string instead (``memo``: see :class:`_Header`)."""
-    try:  # large values (the pixel data) stay in ``raw``, read in place when native
-        ds = pydicom.dcmread(io.BytesIO(raw), defer_size=_DEFER_BYTES)
-    except Exception as exc:  # any parse failure means "skip this file"
-        return f"unreadable: {_short(exc)}"
-    if not any(_tag(kw) in ds for kw in _PIXEL_TAGS):
-        return "no pixel data"
-    header = _Header(ds, {} if memo is None else memo)
-    shared = header.shared()
-    if shared.frames > 1:
-        return f"multi-frame ({int(shared.frames)} frames) not supported"
-    try:
-        stored = _native_pixels(ds, shared, raw)
-        if stored is None:  # pydicom's decoders, on the file read whole
-            ds = pydicom.dcmread(io.BytesIO(raw))
-            stored = pixel_array(ds)
-    except Exception as exc:  # decoder errors come in many types
-        return f"cannot decode pixel data: {_short(exc)}"
-    grey = stored.ndim == 3 and shared.samples > 1
-    if stored.ndim != 2 and not grey:
-        return f"unexpected pixel array shape {stored.shape}"
-    instance = _number(header.numbers("InstanceNumber"))
-    return _Slice(
-        name=name,
-        stored=stored,
-        ds=ds,
-        rescale=(stored.dtype.str, stored.ndim, *shared.rescale),
-        instance_number=int(instance) if instance is not None else None,
-        position=_floats(header.numbers("ImagePositionPatient"), 3),
-        orientation=_floats(header.numbers("ImageOrientationPatient"), 6),
-        pixel_spacing=shared.pixel_spacing,
-        spacing_between=shared.spacing_between,
-        thickness=shared.thickness,
-    )
-
-
-def _short(exc: BaseException) -> str:
-    """First line of an exception, prefixed with its type."""
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
 def _natural_key(name: str) -> tuple:
@@ -530,7 +248,7 @@ def _angles(normals: np.ndarray, reference: np.ndarray) -> np.ndarray:
     return np.degrees(np.arccos(np.clip(np.abs(normals @ reference), 0.0, 1.0)))
 
 
-def _drop_off_plane(slices: list[_Slice], skipped: list[tuple[str, str]]) -> list[_Slice]:
+def _drop_off_plane(slices: list[DicomSlice], skipped: list[tuple[str, str]]) -> list[DicomSlice]:
     """Move slices whose normal is more than ``MAX_TILT_DEG`` off the series' mean normal to ``skipped``.
 
     Such a slice is a localiser in another plane; tilted axial blocks (up to about 20 degrees
@@ -554,7 +272,7 @@ def _drop_off_plane(slices: list[_Slice], skipped: list[tuple[str, str]]) -> lis
     return keep
 
 
-def _centre(s: _Slice) -> np.ndarray:
+def _centre(s: DicomSlice) -> np.ndarray:
     """Patient point of the centre of a slice's image (its top-left pixel without PixelSpacing)."""
     assert s.position is not None and s.orientation is not None
     if s.pixel_spacing is None:
@@ -567,7 +285,7 @@ def _centre(s: _Slice) -> np.ndarray:
     )
 
 
-def _order(slices: list[_Slice], where: Path) -> np.ndarray:
+def _order(slices: list[DicomSlice], where: Path) -> np.ndarray:
     """Slice order: slice centres along the mean normal, else InstanceNumber, else file name.
 
     Centres, not ImagePositionPatient: the top-left corners of blocks tilted differently
@@ -589,7 +307,7 @@ def _order(slices: list[_Slice], where: Path) -> np.ndarray:
     return np.array(sorted(range(len(slices)), key=lambda i: keys[i]), dtype=np.int64)
 
 
-def _slice_spacing(positions: np.ndarray, normal: np.ndarray, first: _Slice) -> float:
+def _slice_spacing(positions: np.ndarray, normal: np.ndarray, first: DicomSlice) -> float:
     """Median distance of neighbouring slices along the normal; tag fallbacks; NaN if unknown."""
     if len(positions) > 1 and np.isfinite(positions).all() and np.isfinite(normal).all():
         gaps = np.abs(np.diff(positions @ normal))
@@ -602,12 +320,12 @@ def _slice_spacing(positions: np.ndarray, normal: np.ndarray, first: _Slice) -> 
     return float("nan")
 
 
-def _usable(files: Sequence[tuple[str, bytes]], skipped: list[tuple[str, str]]) -> list[_Slice]:
+def _usable(files: Sequence[tuple[str, bytes]], skipped: list[tuple[str, str]]) -> list[DicomSlice]:
     """Decode every file; keep those of the majority shape; the rest go to ``skipped``."""
-    slices: list[_Slice] = []
+    slices: list[DicomSlice] = []
     memo: dict = {}
     for name, raw in files:
-        got = _read_slice(name, raw, memo)
+        got = read_slice(name, raw, memo)
         if isinstance(got, str):
             skipped.append((name, got))
         else:
@@ -671,7 +389,7 @@ def read_files(series_dir: Path) -> list[tuple[str, bytes]]:
         try:
             out.append((path.name, path.read_bytes()))
         except OSError as exc:
-            log.warning("%s: cannot read (%s)", path, _short(exc))
+            log.warning("%s: cannot read (%s)", path, short_error(exc))
             out.append((path.name, b""))
     return out
 

@@ -25,14 +25,8 @@ from pydicom.uid import (
 )
 
 from lumbar_bench.data import dicom as dicom_mod
-from lumbar_bench.data.dicom import (
-    QUANT_LEVELS,
-    SeriesVolume,
-    read_series,
-    sagittal_side,
-    slice_normal,
-    slice_values,
-)
+from lumbar_bench.data.dicom import QUANT_LEVELS, SeriesVolume, read_series, sagittal_side, slice_normal
+from lumbar_bench.data.dicom_file import decode_pixels, slice_values
 from lumbar_bench.errors import DataError
 
 SAGITTAL = (0.0, 1.0, 0.0, 0.0, 0.0, -1.0)  # rows run anterior->posterior, columns head->feet
@@ -273,7 +267,7 @@ def test_decode_pixels_equals_pydicom(bits: int, stored: int, signed: bool, synt
     )
     read = pydicom.dcmread(io.BytesIO(buf.getvalue()))
     expected = pydicom.dcmread(io.BytesIO(buf.getvalue())).pixel_array
-    got = dicom_mod.decode_pixels(read)
+    got = decode_pixels(read)
     assert got.dtype == expected.dtype
     np.testing.assert_array_equal(got, expected)
 
