@@ -21,6 +21,10 @@ the same). Any change to a file changes its stat signature, so the key is hashed
 modified less than ``RACY_SECONDS`` before they were hashed are not remembered, because a second
 change within the file system's timestamp granularity could keep the signature; they are
 hashed again on the next lookup.
+
+**Writing behind.** Inside :meth:`SeriesCache.writing_behind` entries are written by one
+background thread while the caller decodes the next series, so the write (and the page-cache
+writeback it can wait on) overlaps decoding; leaving the block waits for every write.
 """
 
 from __future__ import annotations
@@ -30,8 +34,12 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -159,6 +167,29 @@ class SeriesCache:
 
     def __init__(self, cache_dir: Path) -> None:
         self.cache_dir = Path(cache_dir)
+        self._behind: _WriteBehind | None = None
+
+    def __getstate__(self) -> dict[str, object]:
+        """Pickle for worker processes without the background writer (each worker opens its own)."""
+        return {**self.__dict__, "_behind": None}
+
+    @contextmanager
+    def writing_behind(self, pending: int = 2) -> Iterator[None]:
+        """Write new entries in a background thread while the block goes on; wait for them on exit.
+
+        At most ``pending`` decoded volumes wait for their write, so memory stays bounded. A write
+        that fails only warns, as a synchronous one does for an OSError: the caller already has
+        the volume, and the next lookup decodes the series again.
+        """
+        if self._behind is not None:  # nested: the outer block waits
+            yield
+            return
+        self._behind = _WriteBehind(pending)
+        try:
+            yield
+        finally:
+            behind, self._behind = self._behind, None
+            behind.close()
 
     def path_for(self, key: str) -> Path:
         """The folder of the entry of ``key``."""
@@ -185,6 +216,9 @@ class SeriesCache:
         if volume is not None:
             return volume, True
         volume = dicom.decode_series(files, series_dir)
+        if self._behind is not None:
+            self._behind.submit(self._store, path, volume)
+            return volume, False
         return self._store(path, volume), False
 
     def _stat(self, series_dir: Path) -> Signature | None:
@@ -258,6 +292,31 @@ class SeriesCache:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         return volume
+
+
+class _WriteBehind:
+    """One writer thread with at most ``pending`` writes queued (see :meth:`SeriesCache.writing_behind`)."""
+
+    def __init__(self, pending: int) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cache-write")
+        self._slots = threading.BoundedSemaphore(max(1, pending))
+
+    def submit(
+        self, store: Callable[[Path, SeriesVolume], SeriesVolume], path: Path, volume: SeriesVolume
+    ) -> None:
+        """Queue ``store(path, volume)``; blocks while ``pending`` writes already wait."""
+        self._slots.acquire()
+        future = self._pool.submit(store, path, volume)
+        future.add_done_callback(partial(self._done, path))
+
+    def _done(self, path: Path, future: Future) -> None:
+        self._slots.release()
+        if (exc := future.exception()) is not None:
+            log.warning("%s: cache entry not written (%s: %s)", path, type(exc).__name__, exc)
+
+    def close(self) -> None:
+        """Wait for every queued write."""
+        self._pool.shutdown(wait=True)
 
 
 def _rename_folder(tmp: Path, path: Path) -> None:

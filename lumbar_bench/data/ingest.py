@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import partial
+from itertools import chain
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
@@ -22,6 +23,8 @@ if TYPE_CHECKING:  # workers import this module: keep pandas out of it
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+#: Series per task handed to a worker; each task writes its cache entries behind its decoding.
+CHUNK = 4
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,12 @@ def _ingest_series(cache: SeriesCache, folder: Path) -> _SeriesResult:
     return _SeriesResult(folder, volume.n_slices, hit, skipped)
 
 
+def _ingest_chunk(cache: SeriesCache, folders: list[Path]) -> list[_SeriesResult]:
+    """:func:`_ingest_series` over ``folders``, cache writes overlapping the next decode."""
+    with cache.writing_behind():
+        return [_ingest_series(cache, folder) for folder in folders]
+
+
 def _progress(items: Iterable[T], total: int, description: str, enabled: bool) -> Iterator[T]:
     """Iterate ``items`` with a transient rich progress bar on stderr when ``enabled``."""
     if not enabled:
@@ -103,8 +112,9 @@ def _progress(items: Iterable[T], total: int, description: str, enabled: bool) -
 def prepare(data: RSNAData, progress: bool = True, workers: int = 1) -> IngestSummary:
     """Decode (or find in the cache) every listed series of ``data`` and summarise.
 
-    ``workers`` processes decode series side by side (0: one per core). Each holds one series
-    at a time, so memory does not grow with the data set; cache writes are atomic, so
+    ``workers`` processes decode series side by side (0: one per core), ``CHUNK`` series per
+    task. Each holds the series it decodes and at most two waiting for their background cache
+    write, so memory does not grow with the data set; cache writes are atomic, so
     concurrent writers of the same entry are harmless; a failing series is reported as with
     one worker, and the progress bar and summary count across workers.
     """
@@ -115,8 +125,9 @@ def prepare(data: RSNAData, progress: bool = True, workers: int = 1) -> IngestSu
     ]
     n_workers = min(worker_count(workers), max(1, len(folders)))
     log.info("prepare: %d series, %d worker(s)", len(folders), n_workers)
+    chunks = [folders[i : i + CHUNK] for i in range(0, len(folders), CHUNK)]
     with process_pool(n_workers, preload=__name__) as pool:
-        done = pool.map(partial(_ingest_series, cache), folders, chunksize=2)
+        done = chain.from_iterable(pool.map(partial(_ingest_chunk, cache), chunks))
         results = list(_progress(done, len(folders), f"prepare: {data.part} series", progress))
     return IngestSummary(
         studies=len(data.study_ids),
