@@ -162,6 +162,38 @@ def test_write_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error:
     assert _files_under(tmp_path / "cache") == []
 
 
+def test_writing_behind_leaves_every_entry_on_exit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for k in range(4):
+        write_series(tmp_path / f"s{k}", n=3 + k)
+    cache = SeriesCache(tmp_path / "cache")
+    with cache.writing_behind(pending=1):
+        volumes = [cache.lookup(tmp_path / f"s{k}") for k in range(4)]
+    assert [hit for _, hit in volumes] == [False] * 4
+    assert len(_entries(tmp_path / "cache")) == 4
+    monkeypatch.setattr(cache_mod.dicom, "decode_series", _no_decode)
+    for k, (volume, _) in enumerate(volumes):
+        again, hit = cache.lookup(tmp_path / f"s{k}")
+        assert hit and again.n_slices == 3 + k
+        np.testing.assert_array_equal(again.pixels, volume.pixels)
+
+
+def test_writing_behind_failure_only_warns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    write_series(tmp_path / "s", n=3)
+    cache = SeriesCache(tmp_path / "cache")
+
+    def broken(path: Path, array: object) -> None:
+        raise RuntimeError("disk went away")
+
+    monkeypatch.setattr(np, "save", broken)
+    with caplog.at_level(logging.WARNING), cache.writing_behind():
+        volume, hit = cache.lookup(tmp_path / "s")
+    assert volume.n_slices == 3 and not hit
+    assert "cache entry not written (RuntimeError: disk went away)" in caplog.text
+    assert _files_under(tmp_path / "cache") == []
+
+
 def test_corrupt_entry_rebuilt(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     write_series(tmp_path / "s", n=3)
     cache = SeriesCache(tmp_path / "cache")
