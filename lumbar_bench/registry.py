@@ -101,5 +101,11 @@ for _spec in (
         "Second nnU-Net trained on the first one's out-of-fold predictions merged with the labels.",
         {"ci": _CPU_CI, "small": _CPU_SMALL, "full": (540.0, "gpu")},
     ),
+    ApproachSpec(
+        "lsdc-2.5d",
+        "lumbar_bench.approaches.lsdc25d.approach:Lsdc25dApproach",
+        "Heatmap localisers, crops at each level, a 2.5D CNN grader per crop (the RSNA 2024 winners' route).",
+        {"ci": (1.5, "cpu"), "small": (15.0, "cpu"), "full": (15.0, "cpu")},
+    ),
 ):
     register(_spec)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import tempfile
 import traceback
 import warnings
@@ -91,6 +92,11 @@ class ModelSpec:
     tags: Mapping[str, Any] = field(default_factory=dict)
     requirements: tuple[str, ...] = ()
     metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+def logged_model_name(name: str) -> str:
+    """``name`` with the characters MLflow refuses in a model name (``/ : . % " '``) as ``_``."""
+    return re.sub(r"[/:.%\"']", "_", name)
 
 
 class TrackedRun:
@@ -182,7 +188,7 @@ class TrackedRun:
         experiment = self._client.get_run(self.run_id).info.experiment_id
         model = self._client.create_logged_model(
             experiment,
-            name=spec.name,
+            name=logged_model_name(spec.name),
             source_run_id=self.run_id,
             params={k: str(v)[:_MAX_PARAM_LEN] for k, v in spec.params.items()},
             tags={k: str(v) for k, v in spec.tags.items()},

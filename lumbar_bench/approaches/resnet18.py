@@ -15,7 +15,7 @@ import dataclasses
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -115,11 +115,15 @@ def study_tensor(data: RSNAData, study_id: int, cfg: ResNet18Config) -> np.ndarr
     return out
 
 
-def fit_temperature(logits: torch.Tensor, codes: np.ndarray) -> float:
-    """The softmax temperature (0.5-10, log grid) that minimises the official score on ``codes``."""
+def best_temperature(score_at: Callable[[float], float]) -> float:
+    """The softmax temperature on a log grid from 0.5 to 10 with the lowest ``score_at(t)``."""
     grid = np.exp(np.linspace(np.log(0.5), np.log(10.0), 41))
-    scores = [score_arrays(codes, torch.softmax(logits / t, -1).numpy()).score for t in grid]
-    return float(grid[int(np.argmin(scores))])
+    return float(grid[int(np.argmin([score_at(float(t)) for t in grid]))])
+
+
+def fit_temperature(logits: torch.Tensor, codes: np.ndarray) -> float:
+    """The softmax temperature (:func:`best_temperature`) minimising the official score on ``codes``."""
+    return best_temperature(lambda t: score_arrays(codes, torch.softmax(logits / t, -1).numpy()).score)
 
 
 def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:

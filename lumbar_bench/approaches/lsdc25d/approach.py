@@ -1,0 +1,363 @@
+"""``lsdc-2.5d``: localise each level, crop around it, grade the crop in 2.5D.
+
+``fit`` trains the three localisers (a cached stage shared by every grader config), cuts
+training crops at the annotated points (jittered when ``jitter`` is on, to match the
+localisers' error), optionally drops training labels far from their out-of-fold prediction
+(``noise_filter``), and trains the grader with early stopping on an inner validation part
+whose crops are cut where the localisers point, as at prediction time. ``predict`` runs all
+stages; a slot without a crop (a missing series, a level outside every axial stack) gets the
+training prior and a warning naming what was missing. On studies with coordinates it also
+measures the localisers and the level assignment, and draws a contact sheet of the crops.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from lumbar_bench.approaches.base import Approach, FitReport, ReportBuilder
+from lumbar_bench.approaches.lsdc25d import evaluate as ev
+from lumbar_bench.approaches.lsdc25d import grader as gr
+from lumbar_bench.approaches.lsdc25d import localize as loc
+from lumbar_bench.approaches.lsdc25d import sets
+from lumbar_bench.approaches.lsdc25d import study as st
+from lumbar_bench.approaches.lsdc25d.crops import level_spacing
+from lumbar_bench.approaches.prior import fit_prior
+from lumbar_bench.approaches.resnet18 import best_temperature
+from lumbar_bench.config import config_hash
+from lumbar_bench.constants import LABEL_COLUMNS, PROB_COLUMNS, SERIES_TYPES, row_id, slug
+from lumbar_bench.context import RunContext
+from lumbar_bench.data.rsna import RSNAData
+from lumbar_bench.metrics.score import score_arrays
+from lumbar_bench.progress import progress_bar
+from lumbar_bench.splits import subset_studies
+from lumbar_bench.stage_cache import cached_stage
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Lsdc25dConfig:
+    """Localisers (``loc_*``), crops, grader, and three training aids: jitter, noise_filter, flip."""
+
+    loc_size: int = 64
+    loc_epochs: int = 8
+    loc_extra_slices: int = 3
+    loc_batch: int = 16
+    loc_lr: float = 2e-3
+    loc_sigma: float = 1.5
+    loc_sigma_z: float = 1.0
+    loc_pos_weight: float = 20.0
+    loc_depth: int = 3
+    loc_decoder: tuple[int, ...] = (64, 32, 16)
+    crop_size: int = 48
+    crop_depth: int = 2
+    window: float = 1.0
+    encoder: str = "mobilenet_v3_small"
+    weights: str = ""
+    epochs: int = 12
+    lr: float = 1e-3
+    studies_per_batch: int = 4
+    any_weight: float = 1.0
+    patience: int = 4
+    val_fraction: float = 0.15
+    calibrate: bool = True
+    #: Aid: train on crops moved by up to ``jitter_slices`` slices and ``jitter_mm`` mm.
+    jitter: bool = True
+    jitter_variants: int = 3
+    jitter_slices: int = 2
+    jitter_mm: float = 3.0
+    #: Aid: drop training labels whose out-of-fold probability is below ``noise_threshold``.
+    noise_filter: bool = False
+    noise_threshold: float = 0.05
+    noise_epochs: int = 4
+    #: Aid: mirror right-side crops onto the left, so one model grades both sides.
+    flip: bool = True
+
+    @classmethod
+    def for_subset(cls, subset: str) -> Lsdc25dConfig:
+        """``ci``: seconds-long plumbing; ``small`` and ``full``: the measured schedule."""
+        if subset == "ci":
+            return cls(
+                loc_size=48,
+                loc_epochs=3,
+                loc_extra_slices=2,
+                crop_size=32,
+                epochs=3,
+                patience=3,
+                jitter_variants=1,
+                noise_epochs=1,
+            )
+        return cls()
+
+    def localizer(self) -> loc.LocalizerSettings:
+        """The localisers' settings."""
+        return loc.LocalizerSettings(
+            self.loc_size,
+            self.loc_epochs,
+            self.loc_extra_slices,
+            self.loc_batch,
+            self.loc_lr,
+            self.loc_sigma,
+            self.loc_sigma_z,
+            self.loc_pos_weight,
+            self.loc_depth,
+            tuple(self.loc_decoder),
+        )
+
+    def schedule(self, epochs: int | None = None) -> gr.Schedule:
+        """The grader's schedule (``epochs`` overrides, for the noise filter's fold models)."""
+        return gr.Schedule(
+            self.epochs if epochs is None else epochs,
+            self.lr,
+            self.studies_per_batch,
+            self.any_weight,
+            self.patience,
+        )
+
+
+class Lsdc25dApproach(Approach):
+    """Localise, crop, grade in 2.5D (the RSNA 2024 winners' shape)."""
+
+    name = "lsdc-2.5d"
+    Config = Lsdc25dConfig
+
+    def __init__(self, config: Lsdc25dConfig) -> None:
+        super().__init__(config)
+        self.localizers: dict[str, torch.nn.Module] = {}
+        self.grader = gr.Grader(config.encoder, config.weights)
+        self.temperature = 1.0
+        self.prior = np.full((len(LABEL_COLUMNS), 3), 1 / 3)
+        self._localizer_key = ""
+
+    # ---- fit -------------------------------------------------------------------------------
+
+    def fit(self, data: RSNAData, study_ids: Sequence[int], ctx: RunContext) -> FitReport:
+        """Localisers (cached stage), training crops, optional noise filter, grader with early stopping."""
+        cfg, report = self.config, ReportBuilder()
+        torch.manual_seed(ctx.seed)
+        n_val = max(1, round(len(study_ids) * cfg.val_fraction))
+        val_ids = subset_studies(list(study_ids), n_val)
+        train_ids = [s for s in study_ids if s not in set(val_ids)]
+        self.prior = fit_prior(data.labels.loc[list(study_ids)])
+        t0 = time.monotonic()
+        studies = {
+            s: st.load_series(data, s) for s in progress_bar(study_ids, "lsdc-2.5d: series", ctx.progress)
+        }
+        truths = {
+            s: st.truth_spots(studies[s], data.coordinates[data.coordinates.study_id == s]) for s in train_ids
+        }
+        report.seconds("read", time.monotonic() - t0)
+        self._fit_localizers(data, train_ids, studies, truths, ctx, report)
+        t0 = time.monotonic()
+        val = self._found_set(data, val_ids, studies, ctx)
+        train = self._truth_set(data, train_ids, studies, truths, ctx.seed)
+        report.seconds("crops", time.monotonic() - t0)
+        if cfg.noise_filter:
+            train = self._filter_noise(train, ctx, report)
+        report.add(self._fit_grader(train, val, ctx))
+        return report.build()
+
+    def _fit_localizers(
+        self,
+        data: RSNAData,
+        train_ids: list[int],
+        studies: dict[int, st.StudySeries],
+        truths: dict[int, list[st.Spot | None]],
+        ctx: RunContext,
+        report: ReportBuilder,
+    ) -> None:
+        settings = self.config.localizer()
+        payload = {
+            "version": loc.VERSION,
+            "settings": dataclasses.asdict(settings),
+            "studies": train_ids,
+            "data": data.data_digest(),
+            "seed": ctx.seed,
+            "device": ctx.device,
+        }
+
+        def build(out: Path) -> None:
+            states, losses = {}, {}
+            for desc in SERIES_TYPES:
+                annotations = sets.annotations(studies, truths, desc, settings.size)
+                model, losses[desc] = loc.train_localizer(
+                    annotations, desc, settings, ctx.seed, ctx.device, ctx.over_budget
+                )
+                states[desc] = model.state_dict()
+            torch.save({"states": states, "losses": losses}, out / "localizers.pt")
+
+        stage = cached_stage(ctx.cache_dir, "lsdc25d-localizers", payload, build)
+        self._localizer_key = stage.key
+        report.seconds("localizers", stage.seconds)
+        saved = torch.load(stage.path / "localizers.pt", map_location="cpu", weights_only=True)
+        self.localizers = self._build_localizers(saved["states"])
+        for desc, losses in saved["losses"].items():
+            if losses:
+                report.metrics({f"localizer/{slug(desc)}_loss": float(losses[-1])})
+
+    def _build_localizers(self, states: dict[str, dict]) -> dict[str, torch.nn.Module]:
+        s = self.config.localizer()
+        out = {}
+        for desc, state in states.items():
+            model = loc.build_model(len(loc.CHANNELS[desc]), s.depth, s.decoder)
+            model.load_state_dict(state)
+            out[desc] = model.eval()
+        return out
+
+    def _models(self, device: str) -> st.Localizers:
+        return st.Localizers(
+            {d: m.to(device) for d, m in self.localizers.items()}, self.config.loc_size, device
+        )
+
+    def _crops(
+        self, study: st.StudySeries, spots: list, points: dict, jitter: st.Jitter | None = None
+    ) -> tuple:
+        cfg = self.config
+        return st.study_crops(
+            study, spots, level_spacing(points), cfg.window, cfg.crop_depth, cfg.crop_size, cfg.flip, jitter
+        )
+
+    def _truth_set(
+        self, data: RSNAData, ids: list[int], studies: dict, truths: dict, seed: int
+    ) -> gr.CropSet:
+        """Crops at the annotated points; with ``jitter``, moved copies as extra variants."""
+        cfg, rng = self.config, np.random.default_rng(seed)
+        variants = 1 + (cfg.jitter_variants if cfg.jitter else 0)
+        crops, valid = [], []
+        for s in ids:
+            points = st.spot_points(studies[s], truths[s])
+            per = [self._crops(studies[s], truths[s], points)]
+            jitter = st.Jitter(cfg.jitter_slices, cfg.jitter_mm, rng)
+            per += [self._crops(studies[s], truths[s], points, jitter) for _ in range(variants - 1)]
+            crops.append(np.stack([c for c, _ in per]))
+            valid.append(per[0][1])
+        return sets.crop_set(crops, valid, data.labels, ids)
+
+    def _found_set(self, data: RSNAData, ids: list[int], studies: dict, ctx: RunContext) -> gr.CropSet:
+        """Crops where the localisers point (what prediction sees)."""
+        models = self._models(ctx.device)
+        crops, valid = [], []
+        for s in ids:
+            spots, points = st.found_spots(studies[s], models)
+            c, v = self._crops(studies[s], spots, points)
+            crops.append(c[None])
+            valid.append(v)
+        return sets.crop_set(crops, valid, data.labels, ids)
+
+    def _probs(self, logits: np.ndarray, valid: np.ndarray, temperature: float) -> np.ndarray:
+        """Softmax of ``logits / temperature``; the training prior where a slot has no crop."""
+        z = logits / temperature
+        probs = np.exp(z - z.max(-1, keepdims=True))
+        probs /= probs.sum(-1, keepdims=True)
+        return np.where(valid[..., None], probs, self.prior[None])
+
+    def _validate(self, val: gr.CropSet, device: str) -> tuple[float, float]:
+        logits = gr.logits_of(self.grader, val, device)
+        temperature = 1.0
+        if self.config.calibrate:
+            temperature = best_temperature(
+                lambda t: score_arrays(val.labels, self._probs(logits, val.valid, t)).score
+            )
+        return score_arrays(val.labels, self._probs(logits, val.valid, temperature)).score, temperature
+
+    def _fit_grader(self, train: gr.CropSet, val: gr.CropSet, ctx: RunContext) -> FitReport:
+        t0 = time.monotonic()
+        self.grader.to(ctx.device)
+
+        def on_epoch(epoch: int, loss: float, score: float) -> None:
+            ctx.log_metric("train/loss", loss, epoch)
+            ctx.log_metric("val/rsna_score", score, epoch)
+            log.info("lsdc-2.5d epoch %d: loss %.4f val score %.4f", epoch, loss, score)
+
+        hooks = gr.EpochHooks(on_epoch, ctx.over_budget, ctx.checkpointed, lambda done: ctx.resumed(done))
+        state = gr.train_grader(
+            self.grader,
+            train,
+            self.config.schedule(),
+            lambda: self._validate(val, ctx.device),
+            ctx.workdir / "grader_latest.pt",
+            ctx.seed,
+            ctx.device,
+            hooks,
+            key=f"{config_hash(self.name, self.config)}-{self._localizer_key}",
+        )
+        if state["best_state"] is not None:
+            self.grader.load_state_dict(state["best_state"])
+            self.temperature = float(state["temperature"])
+        seconds = time.monotonic() - t0
+        metrics = {
+            "val/best_rsna_score": float(state["best"]),
+            "best_epoch": float(state["best_epoch"]),
+            "val/temperature": self.temperature,
+            "train/crops": float(train.valid.sum()),
+        }
+        return FitReport(metrics=metrics, stage_seconds={"grader": seconds})
+
+    def _filter_noise(self, train: gr.CropSet, ctx: RunContext, report: ReportBuilder) -> gr.CropSet:
+        """Drop training labels whose out-of-fold probability (2 folds) is below ``noise_threshold``."""
+        t0 = time.monotonic()
+        oof = sets.out_of_fold_probs(train, self.config, ctx.seed, ctx.device)
+        kept, dropped = sets.drop_unlikely(train, oof, self.config.noise_threshold)
+        report.metrics({"aid/noise_filter_dropped": dropped})
+        report.seconds("noise_filter", time.monotonic() - t0)
+        log.info("lsdc-2.5d: noise filter dropped %.1f%% of training labels", 100 * dropped)
+        return kept
+
+    # ---- predict ---------------------------------------------------------------------------
+
+    def predict(self, data: RSNAData, study_ids: Sequence[int], ctx: RunContext) -> pd.DataFrame:
+        """All stages for every study; every one of its 25 rows, the prior where a slot has no crop."""
+        t0 = time.monotonic()
+        models = self._models(ctx.device)
+        studies, found, per_study = {}, {}, []
+        for s in progress_bar(study_ids, "lsdc-2.5d: predict", ctx.progress):
+            studies[s] = st.load_series(data, s)
+            found[s] = st.found_spots(studies[s], models)
+            c, v = self._crops(studies[s], *found[s])
+            ev.warn_missing(studies[s], v)
+            per_study.append((c[None], v))
+        crop_set = sets.crop_set([c for c, _ in per_study], [v for _, v in per_study], None, list(study_ids))
+        probs = self._probs(
+            gr.logits_of(self.grader.to(ctx.device), crop_set, ctx.device), crop_set.valid, self.temperature
+        )
+        metrics = ev.held_out_metrics(data, studies, found, crop_set.valid)
+        if any(k.startswith("localization/") for k in metrics):  # held-out studies with coordinates
+            ev.log_contact_sheet(crop_set, probs, data, list(study_ids), ctx)
+        self._predict_report = FitReport(metrics=metrics, stage_seconds={"predict": time.monotonic() - t0})
+        flat = probs.reshape(-1, 3)
+        rows = [row_id(s, lab) for s in study_ids for lab in LABEL_COLUMNS]
+        return pd.DataFrame({"row_id": rows, **{c: flat[:, i] for i, c in enumerate(PROB_COLUMNS)}})
+
+    # ---- persistence -----------------------------------------------------------------------
+
+    def save(self, directory: Path) -> None:
+        """Localisers, grader, temperature and prior in ``model.pt``."""
+        torch.save(
+            {
+                "localizers": {d: m.state_dict() for d, m in self.localizers.items()},
+                "grader": self.grader.state_dict(),
+                "temperature": self.temperature,
+                "prior": torch.from_numpy(self.prior),
+            },
+            directory / "model.pt",
+        )
+
+    @classmethod
+    def load(cls, directory: Path, config: Lsdc25dConfig) -> Lsdc25dApproach:
+        """Rebuild from ``model.pt`` (loaded with ``weights_only=True``)."""
+        approach = cls(dataclasses.replace(config, weights=""))
+        saved = torch.load(directory / "model.pt", map_location="cpu", weights_only=True)
+        approach.localizers = approach._build_localizers(saved["localizers"])
+        approach.grader.load_state_dict(saved["grader"])
+        approach.temperature = float(saved["temperature"])
+        approach.prior = saved["prior"].numpy()
+        return approach

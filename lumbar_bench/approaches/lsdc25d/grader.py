@@ -1,0 +1,278 @@
+"""Stage 5: grade the crops in 2.5D.
+
+A torchvision CNN (random init, or a local weights file) encodes each slice of a crop; the
+slices are pooled by attention; a head per condition group (spinal, foraminal, subarticular)
+predicts the three severities, with the level as an extra input. The loss is cross-entropy
+weighted 1/2/4 like the official score plus its any-severe-spinal term: per study, the largest
+Severe probability over the spinal levels against "any level Severe", weighted 1/4 like the
+score. Batches are whole studies, so that term sees all five spinal levels of each.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lumbar_bench.constants import LABEL_COLUMNS, LEVELS, SCORE_GROUPS, SEVERITY_WEIGHTS, split_label
+from lumbar_bench.errors import DataError
+
+log = logging.getLogger(__name__)
+
+GROUPS: tuple[str, ...] = tuple(SCORE_GROUPS)
+#: Per label slot (``LABEL_COLUMNS`` order): its group index and level index.
+SLOT_GROUP = np.array(
+    [next(i for i, g in enumerate(GROUPS) if split_label(lab)[0] in SCORE_GROUPS[g]) for lab in LABEL_COLUMNS]
+)
+SLOT_LEVEL = np.array([LEVELS.index(split_label(lab)[1]) for lab in LABEL_COLUMNS])
+SPINAL_SLOTS = np.flatnonzero(SLOT_GROUP == 0)
+#: Batch-norm momentum of every encoder (torchvision's mobilenets use 0.01).
+BN_MOMENTUM = 0.1
+#: The official score's sample weights of the any-severe-spinal row: 1 without, 4 with a Severe level.
+ANY_SEVERE_WEIGHTS = (1.0, 4.0)
+
+
+def _feature_extractor(encoder: str, weights: str) -> tuple[nn.Module, int]:
+    """A torchvision classifier with its last layer removed, and its feature width."""
+    import torchvision
+
+    net = torchvision.models.get_model(encoder, weights=None)
+    if weights:
+        path = Path(weights)
+        if not path.is_file():
+            raise DataError(f"{path}: weights file not found")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        missing, unexpected = net.load_state_dict(state.get("state_dict", state), strict=False)
+        log.info(
+            "lsdc-2.5d: encoder weights %s (missing %d, unexpected %d)", path, len(missing), len(unexpected)
+        )
+    for module in net.modules():  # mobilenet's 0.01 leaves eval-mode statistics far from the
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):  # data after a few hundred steps
+            module.momentum = BN_MOMENTUM
+    for head in ("fc", "classifier", "head", "heads"):
+        if hasattr(net, head):
+            setattr(net, head, nn.Identity())
+            break
+    with torch.no_grad():
+        width = int(net.eval()(torch.zeros(1, 3, 64, 64)).shape[-1])
+    return net, width
+
+
+class Grader(nn.Module):
+    """Per-slice encoder, attention pooling over slices, one 3-way head per condition group."""
+
+    def __init__(self, encoder: str, weights: str = "", hidden: int = 128, dropout: float = 0.2) -> None:
+        super().__init__()
+        self.encoder, width = _feature_extractor(encoder, weights)
+        self.attention = nn.Sequential(nn.Linear(width, 64), nn.Tanh(), nn.Linear(64, 1))
+        self.head = nn.Sequential(
+            nn.Linear(width + len(LEVELS), hidden),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, 3 * len(GROUPS)),
+        )
+
+    def forward(self, crops: torch.Tensor, group: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+        """Logits ``(N, 3)`` of ``crops`` ``(N, Z, S, S)`` in [0, 1], their groups and levels ``(N,)``."""
+        n, z, h, w = crops.shape
+        x = ((crops.reshape(n * z, 1, h, w) - 0.5) / 0.25).expand(-1, 3, -1, -1)
+        feats = self.encoder(x).reshape(n, z, -1)
+        weights = torch.softmax(self.attention(feats), dim=1)
+        pooled = (weights * feats).sum(dim=1)
+        out = self.head(torch.cat([pooled, F.one_hot(level, len(LEVELS)).to(pooled)], dim=1))
+        return out.reshape(n, len(GROUPS), 3)[torch.arange(n), group]
+
+
+@dataclass
+class CropSet:
+    """Crops of whole studies, one slot per label.
+
+    ``crops`` ``(V, n, 25, Z, S, S)`` float16 holds V variants of each crop (jittered copies),
+    ``valid`` ``(n, 25)`` says which slots have a crop, ``labels`` ``(n, 25)`` their codes (-1 blank).
+    """
+
+    crops: np.ndarray
+    valid: np.ndarray
+    labels: np.ndarray
+
+    def batch(self, studies: np.ndarray, variants: np.ndarray) -> tuple[torch.Tensor, ...]:
+        """``(crops, group, level, labels, study_row)`` of the valid crops of ``studies``."""
+        picked = self.crops[variants[:, None], studies[:, None], np.arange(len(LABEL_COLUMNS))[None]]
+        valid = self.valid[studies]
+        rows, slots = np.nonzero(valid)
+        return (
+            torch.from_numpy(picked[rows, slots].astype(np.float32)),
+            torch.from_numpy(SLOT_GROUP[slots]),
+            torch.from_numpy(SLOT_LEVEL[slots]),
+            torch.from_numpy(self.labels[studies][rows, slots].astype(np.int64)),
+            torch.from_numpy(rows * len(LABEL_COLUMNS) + slots),
+        )
+
+
+def grading_loss(
+    logits: torch.Tensor, labels: torch.Tensor, flat_slot: torch.Tensor, n_studies: int, any_weight: float
+) -> torch.Tensor:
+    """Weighted cross-entropy plus ``any_weight`` times the any-severe-spinal term."""
+    weights = torch.tensor(SEVERITY_WEIGHTS, dtype=logits.dtype, device=logits.device)
+    loss = F.cross_entropy(logits, labels, weight=weights, ignore_index=-1)
+    if any_weight <= 0:
+        return loss
+    slots = len(LABEL_COLUMNS)
+    severe = torch.zeros(n_studies * slots, dtype=logits.dtype, device=logits.device)
+    severe = severe.index_put((flat_slot,), torch.softmax(logits, -1)[:, 2]).reshape(n_studies, slots)
+    codes = torch.full((n_studies * slots,), -1, dtype=torch.long, device=logits.device)
+    codes = codes.index_put((flat_slot,), labels).reshape(n_studies, slots)
+    spinal_idx = torch.as_tensor(SPINAL_SLOTS, device=logits.device)
+    spinal, spinal_codes = severe[:, spinal_idx], codes[:, spinal_idx]
+    known = (spinal_codes >= 0).any(dim=1)
+    if not bool(known.any()):
+        return loss
+    p_any = spinal.max(dim=1).values.clamp(1e-6, 1 - 1e-6)[known]
+    truth = (spinal_codes == 2).any(dim=1)[known].to(logits.dtype)
+    w = torch.where(truth > 0, ANY_SEVERE_WEIGHTS[1], ANY_SEVERE_WEIGHTS[0])
+    bce = F.binary_cross_entropy(p_any, truth, weight=w, reduction="sum") / w.sum()
+    return loss + any_weight * bce
+
+
+def train_epoch(
+    model: Grader,
+    opt: torch.optim.Optimizer,
+    data: CropSet,
+    studies_per_batch: int,
+    any_weight: float,
+    rng: np.random.Generator,
+    device: str,
+) -> float:
+    """One epoch over ``data`` in shuffled batches of whole studies, a random variant per crop."""
+    model.train()
+    order = rng.permutation(data.valid.shape[0])
+    total, seen = 0.0, 0
+    for start in range(0, len(order), studies_per_batch):
+        studies = order[start : start + studies_per_batch]
+        variants = rng.integers(0, data.crops.shape[0], size=len(studies))
+        crops, group, level, labels, flat = (t.to(device) for t in data.batch(studies, variants))
+        if not len(crops):
+            continue
+        loss = grading_loss(model(crops, group, level), labels, flat, len(studies), any_weight)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        total, seen = total + float(loss.detach()) * len(studies), seen + len(studies)
+    return total / max(seen, 1)
+
+
+@torch.no_grad()
+def logits_of(model: Grader, data: CropSet, device: str, variant: int = 0) -> np.ndarray:
+    """Logits ``(n, 25, 3)`` of every study's crops (zeros where a crop is missing)."""
+    model.eval()
+    n = data.valid.shape[0]
+    out = np.zeros((n, len(LABEL_COLUMNS), 3), dtype=np.float64)
+    for start in range(0, n, 8):
+        studies = np.arange(start, min(start + 8, n))
+        crops, group, level, _, flat = data.batch(studies, np.full(len(studies), variant))
+        if len(crops):
+            values = model(crops.to(device), group.to(device), level.to(device)).double().cpu().numpy()
+            out.reshape(-1, 3)[start * len(LABEL_COLUMNS) + flat.numpy()] = values
+    return out
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """How the grader trains."""
+
+    epochs: int
+    lr: float
+    studies_per_batch: int
+    any_weight: float
+    patience: int
+
+
+def _fresh_state() -> dict:
+    return {"epoch": 0, "best": float("inf"), "best_epoch": -1, "best_state": None, "temperature": 1.0}
+
+
+def train_grader(
+    model: Grader,
+    train: CropSet,
+    schedule: Schedule,
+    validate: Callable[[], tuple[float, float]],
+    checkpoint: Path,
+    seed: int,
+    device: str,
+    hooks: EpochHooks,
+    key: str = "",
+) -> dict:
+    """Train with early stopping on ``validate()`` (score, temperature); resumes from ``checkpoint``.
+
+    ``key`` names what the training depends on (config, localisers); a checkpoint written under
+    another key is ignored.
+
+    Returns the training state: ``best`` score, ``best_epoch``, ``best_state`` (weights),
+    ``temperature``, ``time_to_best``. After every epoch the whole state (optimiser and random
+    generator included) is written atomically to ``checkpoint``.
+    """
+    opt = torch.optim.AdamW(model.parameters(), lr=schedule.lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(schedule.epochs, 1))
+    rng = np.random.default_rng(seed)
+    state = _fresh_state()
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=True) if checkpoint.exists() else None
+    if saved is not None and saved.get("key") != key:
+        log.warning("lsdc-2.5d: %s was written for other inputs; training afresh", checkpoint)
+    elif saved is not None:
+        model.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["opt"])
+        sched.load_state_dict(saved["sched"])
+        rng.bit_generator.state = saved["rng"]
+        state = {k: saved[k] for k in _fresh_state()}
+        log.info("lsdc-2.5d: grader resumes at epoch %d from %s", state["epoch"], checkpoint)
+        hooks.resumed(state["epoch"] >= schedule.epochs)
+    for epoch in range(state["epoch"], schedule.epochs):
+        if hooks.over_budget():
+            log.warning("lsdc-2.5d: budget reached before grader epoch %d; keeping the best model", epoch)
+            break
+        loss = train_epoch(model, opt, train, schedule.studies_per_batch, schedule.any_weight, rng, device)
+        sched.step()
+        score, temperature = validate()
+        hooks.epoch(epoch, loss, score)
+        if score < state["best"]:
+            best = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            state.update(best=score, best_epoch=epoch, best_state=best, temperature=temperature)
+        state["epoch"] = epoch + 1
+        saved = {"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict()}
+        _atomic_save({**saved, "rng": rng.bit_generator.state, "key": key, **state}, checkpoint)
+        hooks.checkpointed()
+        if epoch - state["best_epoch"] >= schedule.patience:
+            log.info("lsdc-2.5d: grader stops early at epoch %d (best %d)", epoch, state["best_epoch"])
+            break
+    return state
+
+
+class EpochHooks:
+    """What :func:`train_grader` reports to and asks of the run (the approach fills it from its context)."""
+
+    def __init__(
+        self,
+        epoch: Callable[[int, float, float], None],
+        over_budget: Callable[[], bool],
+        checkpointed: Callable[[], None],
+        resumed: Callable[[bool], None],
+    ) -> None:
+        self.epoch, self.over_budget, self.checkpointed, self.resumed = (
+            epoch,
+            over_budget,
+            checkpointed,
+            resumed,
+        )
+
+
+def _atomic_save(obj: dict, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)

@@ -1,0 +1,225 @@
+"""lsdc-2.5d stages on hand-made inputs: levels, crops, heatmaps, the loss, the noise filter."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lumbar_bench.approaches.lsdc25d import crops as cr
+from lumbar_bench.approaches.lsdc25d import grader as gr
+from lumbar_bench.approaches.lsdc25d import levels as lvl
+from lumbar_bench.approaches.lsdc25d import localize as loc
+from lumbar_bench.approaches.lsdc25d import sets
+from lumbar_bench.constants import CONDITIONS, LABEL_COLUMNS, LEVELS
+from lumbar_bench.data.dicom import SeriesVolume, quantise
+from tests.data.test_geometry import DISCS, TILTS, block_stack
+
+
+def test_axial_slots_follow_each_tilted_block_and_pick_the_closest_series() -> None:
+    blocks, truth = block_stack(DISCS, TILTS)
+    upper = {lv: DISCS[lv] for lv in LEVELS[:3]}
+    partial, _ = block_stack(upper, TILTS, per_block=5, gap=2.0)
+    slots = lvl.axial_slots({1: blocks, 2: partial}, DISCS)
+    assert set(slots) == set(LEVELS)
+    for lv, slot in slots.items():
+        levels = truth if slot.series_id == 1 else [lv for lv in upper for _ in range(5)]
+        assert levels[slot.index] == lv
+        assert slot.distance == pytest.approx(0.0, abs=1e-6)  # both series put a slice through it
+
+
+def test_a_level_outside_every_axial_stack_has_no_slot() -> None:
+    lower = {lv: DISCS[lv] for lv in LEVELS[2:]}
+    blocks, _ = block_stack(lower, TILTS)
+    slots = lvl.axial_slots({7: blocks}, DISCS)
+    assert set(slots) == set(LEVELS[2:])
+
+
+def test_level_points_fall_back_to_the_foraminal_midpoint() -> None:
+    spinal = {"l1_l2": np.array([0.0, 0.0, 10.0])}
+    foraminal = {
+        (CONDITIONS[1], "l2_l3"): np.array([20.0, 0.0, 0.0]),
+        (CONDITIONS[2], "l2_l3"): np.array([-10.0, 0.0, 0.0]),
+    }
+    points = lvl.level_points(spinal, foraminal)
+    np.testing.assert_allclose(points["l2_l3"], [5.0, 0.0, 0.0])
+    np.testing.assert_allclose(points["l1_l2"], [0.0, 0.0, 10.0])
+
+
+def _volume(pixels: np.ndarray, spacing: tuple[float, float], xs: np.ndarray | None = None) -> SeriesVolume:
+    n = len(pixels)
+    xs = np.arange(n, dtype=float) if xs is None else xs
+    positions = np.stack([xs, np.zeros(n), np.zeros(n)], axis=1)
+    orientations = np.tile([0.0, 1.0, 0.0, 0.0, 0.0, -1.0], (n, 1))
+    return SeriesVolume(quantise(pixels), None, np.arange(1, n + 1), positions, orientations, spacing, 1.0)
+
+
+def test_crop_centres_the_point_and_sizes_the_window_in_mm() -> None:
+    pixels = np.zeros((5, 60, 60), dtype=np.float32)
+    pixels[2, 20, 40] = 1.0
+    fine = _volume(pixels, (0.5, 0.5))
+    out = cr.crop(
+        fine, np.arange(5), cr.CropSpec(2, 20.0, 40.0, half_mm=5.0), depth=1, size=21, sagittal=True
+    )
+    assert out.shape == (3, 21, 21)
+    assert np.unravel_index(np.argmax(out), out.shape) == (1, 10, 10)
+    # 5 mm on each side is 10 pixels at 0.5 mm: the window spans 20 pixels onto 21 samples
+    np.testing.assert_allclose(out[1, 10, 9], 0.0, atol=1e-3)
+    coarse = _volume(np.zeros((5, 30, 30), dtype=np.float32), (1.0, 1.0))
+    edge = cr.crop(
+        coarse, np.arange(5), cr.CropSpec(0, 0.0, 0.0, half_mm=5.0), depth=2, size=11, sagittal=True
+    )
+    assert edge.shape == (5, 11, 11)  # slices past the end repeat, pixels outside are zero
+
+
+def test_mirror_reverses_sagittal_slices_and_axial_columns() -> None:
+    rng = np.random.default_rng(0)
+    vol = _volume(rng.random((5, 16, 16)).astype(np.float32), (1.0, 1.0))
+    spec = cr.CropSpec(2, 8.0, 8.0, half_mm=4.0)
+    mirrored = cr.CropSpec(2, 8.0, 8.0, half_mm=4.0, mirror=True)
+    plain = cr.crop(vol, np.arange(5), spec, 2, 9, sagittal=True)
+    np.testing.assert_array_equal(cr.crop(vol, np.arange(5), mirrored, 2, 9, sagittal=True), plain[::-1])
+    plain = cr.crop(vol, np.arange(5), spec, 2, 9, sagittal=False)
+    np.testing.assert_array_equal(
+        cr.crop(vol, np.arange(5), mirrored, 2, 9, sagittal=False), plain[:, :, ::-1]
+    )
+
+
+def test_sagittal_slices_are_cropped_in_patient_x_order() -> None:
+    vol = _volume(np.zeros((4, 8, 8), dtype=np.float32), (1.0, 1.0), xs=np.array([30.0, 10.0, 20.0, 0.0]))
+    np.testing.assert_array_equal(cr.slice_order(vol, sagittal=True), [3, 1, 2, 0])
+    np.testing.assert_array_equal(cr.slice_order(vol, sagittal=False), [0, 1, 2, 3])
+
+
+def test_level_spacing_is_the_median_gap() -> None:
+    assert cr.level_spacing(DISCS) == pytest.approx(
+        np.median([np.linalg.norm(DISCS[b] - DISCS[a]) for a, b in zip(LEVELS, LEVELS[1:], strict=False)])
+    )
+    assert cr.level_spacing({}) == cr.DEFAULT_LEVEL_SPACING_MM
+
+
+def test_heatmap_target_masks_unannotated_channels_and_fades_with_slices() -> None:
+    maps, mask = loc.target((16, 16), [(1, 4, 8.0, 5.0)], index=5, channels=3, sigma=1.5, sigma_z=1.0)
+    assert mask.tolist() == [0.0, 1.0, 0.0]
+    assert maps[0].max() == 0 and maps[2].max() == 0
+    assert maps[1, 8, 5] == pytest.approx(np.exp(-0.5))  # one slice away
+    both, _ = loc.target(
+        (16, 16), [(0, 5, 8.0, 3.0), (0, 5, 8.0, 12.0)], index=5, channels=1, sigma=1.5, sigma_z=0
+    )
+    assert both[0, 8, 3] == pytest.approx(1.0) and both[0, 8, 12] == pytest.approx(1.0)  # left and right
+    maps, _ = loc.target((16, 16), [(0, 4, 8.0, 5.0)], index=5, channels=1, sigma=1.5, sigma_z=0.0)
+    assert maps.max() == 0  # axial: only the annotated slice
+
+
+def test_inputs_carry_neighbours_and_coordinate_planes() -> None:
+    stack = np.arange(4, dtype=np.float32)[:, None, None] * np.ones((4, 5, 5), dtype=np.float32)
+    x = loc.neighbours(stack, 0)
+    assert x.shape == (loc.IN_CHANNELS, 5, 5)
+    assert [x[i, 0, 0] for i in range(3)] == [0.0, 0.0, 1.0]  # the edge slice repeats
+    assert x[3, 0, 0] == -1 and x[3, -1, 0] == 1 and x[4, 0, -1] == 1 and x[5, 2, 2] == -1
+    assert loc.neighbours(stack, 3)[5, 0, 0] == 1
+
+
+def test_peak_takes_the_arg_max_over_slices_and_scales_to_the_series() -> None:
+    maps = np.zeros((3, 8, 8), dtype=np.float32)
+    maps[1, 2, 5] = 0.9
+    maps[2, 6, 1] = 0.5
+    p = loc.peak(maps, [10, 11, 12], scale=(2.0, 4.0))
+    assert (p.index, p.row, p.col, p.peak) == (11, 4.0, 20.0, pytest.approx(0.9))
+    assert loc.peak(maps[:0], [], scale=(1.0, 1.0)) is None
+
+
+def test_sides_come_from_patient_x_not_from_the_channel() -> None:
+    maps = np.zeros((4, 8, 8), dtype=np.float32)
+    maps[0, 3, 3], maps[3, 4, 4] = 0.8, 0.6  # slice 0 lies right of the midline, slice 3 left
+    x = np.array([-20.0, -5.0, 5.0, 20.0])
+    left, right = loc.split_sides(maps, [0, 1, 2, 3], x, midline=0.0, scale=(1.0, 1.0))
+    assert (left.index, right.index) == (3, 0)
+    heat = np.zeros((16, 16), dtype=np.float32)
+    heat[8, 4], heat[8, 5], heat[8, 12] = 1.0, 0.95, 0.7
+    (r1, c1, _), (r2, c2, _) = loc.two_peaks(heat, radius=3.0)
+    assert (r1, c1, r2, c2) == (8, 4, 8, 12)  # the neighbour of the first peak is suppressed
+
+
+def test_heatmap_loss_ignores_masked_channels() -> None:
+    logits = torch.zeros(1, 2, 4, 4)
+    maps = torch.zeros(1, 2, 4, 4)
+    full = loc.heatmap_loss(logits, maps, torch.tensor([[1.0, 1.0]]), pos_weight=5.0)
+    logits[0, 1] = 50.0  # wildly wrong, but on a channel without an annotation
+    assert loc.heatmap_loss(logits, maps, torch.tensor([[1.0, 0.0]]), pos_weight=5.0) == pytest.approx(
+        float(full)
+    )
+
+
+def _logits_for(severe: float) -> torch.Tensor:
+    """Logits of 25 slots whose Severe probability is ``severe`` and the rest split."""
+    p = torch.tensor([(1 - severe) / 2, (1 - severe) / 2, severe])
+    return torch.log(p).repeat(len(LABEL_COLUMNS), 1)
+
+
+def test_any_severe_term_punishes_a_missed_severe_study() -> None:
+    labels = torch.zeros(len(LABEL_COLUMNS), dtype=torch.long)
+    labels[gr.SPINAL_SLOTS[2]] = 2
+    flat = torch.arange(len(LABEL_COLUMNS))
+    low, high = _logits_for(0.01), _logits_for(0.9)
+    ce_only = gr.grading_loss(low, labels, flat, 1, any_weight=0.0)
+    assert float(ce_only) == pytest.approx(
+        float(torch.nn.functional.cross_entropy(low, labels, weight=torch.tensor([1.0, 2.0, 4.0])))
+    )
+    extra_low = gr.grading_loss(low, labels, flat, 1, any_weight=1.0) - ce_only
+    extra_high = gr.grading_loss(high, labels, flat, 1, any_weight=1.0) - gr.grading_loss(
+        high, labels, flat, 1, 0.0
+    )
+    assert float(extra_low) == pytest.approx(-np.log(0.01), rel=1e-4)
+    assert float(extra_high) == pytest.approx(-np.log(0.9), rel=1e-4)
+
+
+def _crop_set(n: int = 6, variants: int = 2) -> gr.CropSet:
+    rng = np.random.default_rng(0)
+    crops = rng.random((variants, n, len(LABEL_COLUMNS), 3, 16, 16)).astype(np.float16)
+    valid = np.ones((n, len(LABEL_COLUMNS)), dtype=bool)
+    valid[0, :3] = False
+    labels = rng.integers(0, 3, (n, len(LABEL_COLUMNS)))
+    return gr.CropSet(crops, valid, labels)
+
+
+def test_crop_set_batches_only_valid_crops_in_slot_order() -> None:
+    data = _crop_set()
+    crops, group, level, labels, flat = data.batch(np.array([0, 1]), np.array([1, 0]))
+    assert len(crops) == 2 * len(LABEL_COLUMNS) - 3
+    assert flat[0] == 3 and flat[len(LABEL_COLUMNS) - 3] == len(LABEL_COLUMNS)
+    np.testing.assert_array_equal(crops[0].numpy(), data.crops[1, 0, 3].astype(np.float32))
+    assert group.max() == 2 and level.max() == len(LEVELS) - 1
+    assert labels[0] == data.labels[0, 3]
+
+
+def test_noise_filter_blanks_unlikely_labels_only() -> None:
+    data = _crop_set()
+    probs = np.full((6, len(LABEL_COLUMNS), 3), 1 / 3)
+    probs[1, 4] = [0.98, 0.01, 0.01]
+    data.labels[1, 4] = 2
+    kept, dropped = sets.drop_unlikely(data, probs, threshold=0.05)
+    assert kept.labels[1, 4] == -1
+    assert (kept.labels != data.labels).sum() == 1
+    assert dropped == pytest.approx(1 / data.valid.sum())
+
+
+@pytest.mark.slow
+def test_grader_training_resumes_from_its_checkpoint(tmp_path: Path) -> None:
+    data = _crop_set(n=4, variants=1)
+    epochs: list[int] = []
+    hooks = gr.EpochHooks(lambda e, loss, s: epochs.append(e), lambda: False, lambda: None, lambda done: None)
+    schedule = gr.Schedule(epochs=1, lr=1e-3, studies_per_batch=2, any_weight=1.0, patience=5)
+    ckpt = tmp_path / "grader.pt"
+    torch.manual_seed(0)
+    gr.train_grader(
+        gr.Grader("mobilenet_v3_small"), data, schedule, lambda: (1.0, 1.0), ckpt, 0, "cpu", hooks
+    )
+    longer = gr.Schedule(epochs=2, lr=1e-3, studies_per_batch=2, any_weight=1.0, patience=5)
+    state = gr.train_grader(
+        gr.Grader("mobilenet_v3_small"), data, longer, lambda: (0.5, 2.0), ckpt, 0, "cpu", hooks
+    )
+    assert epochs == [0, 1]  # the second call went on from epoch 1
+    assert state["best"] == 0.5 and state["best_epoch"] == 1 and state["temperature"] == 2.0
