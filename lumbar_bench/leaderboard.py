@@ -339,7 +339,8 @@ def build(request: BoardRequest) -> Leaderboard:
     rows = sorted(
         (_row(a, c, g, evidence[(a, c)], request) for (a, c), g in groups.items()), key=lambda r: r.score
     )
-    base_keys = [k for k in groups if k[0] == request.baseline and evidence[k] is not None]
+    name, _, chash = request.baseline.partition(":")  # "approach" or "approach:config-hash prefix"
+    base_keys = [k for k in groups if k[0] == name and k[1].startswith(chash) and evidence[k] is not None]
     if base_keys:
         base_key = next(k for k in ((r.approach, r.config_hash) for r in rows) if k in base_keys)  # best
         rows = [_with_paired(r, evidence, base_key, request) for r in rows]

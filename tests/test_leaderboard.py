@@ -163,6 +163,21 @@ def test_board_ranks_comparable_runs_with_intervals(board_runs, tracking_uri):
     assert "dice_mean" not in board.rows[2].metrics
 
 
+def test_the_pairing_baseline_may_name_one_config_of_an_approach(board_runs, tracking_uri, tmp_path):
+    for fold in (0, 1):
+        log_run(tracking_uri, tmp_path, "resnet18", fold, 0.5, chash="resnet18-aid")
+    board = leaderboard.build(
+        leaderboard.BoardRequest(tracking_uri, EXP, n_boot=100, baseline="resnet18:resnet18-c")
+    )
+    aid = next(r for r in board.rows if r.config_hash == "resnet18-aid")
+    assert aid.paired is not None and aid.paired.diff < 0  # paired against resnet18-cfg, which it beats
+    assert next(r for r in board.rows if r.config_hash == "resnet18-cfg").paired is None
+    by_name = leaderboard.build(leaderboard.BoardRequest(tracking_uri, EXP, n_boot=100))
+    assert next(r for r in by_name.rows if r.config_hash == "resnet18-cfg").paired.diff > 0  # vs the best
+    none = leaderboard.build(leaderboard.BoardRequest(tracking_uri, EXP, n_boot=50, baseline="resnet18:zz"))
+    assert all(r.paired is None for r in none.rows) and any("no resnet18:zz runs" in n for n in none.notes)
+
+
 def test_latest_run_per_fold_wins_and_failed_runs_are_ignored(board_runs, tracking_uri, tmp_path):
     log_run(tracking_uri, tmp_path, "prior", 0, 0.0, status="FAILED")
     newer, _ = log_run(tracking_uri, tmp_path, "prior", 0, 0.05, seed=9)

@@ -149,7 +149,8 @@ def _add_run(subs: argparse._SubParsersAction) -> None:
         "train an approach on the other folds and score the held-out fold",
         "  lumbar-bench run --approach prior\n"
         "  lumbar-bench run --approach resnet18 --subset small --fold 1 --json\n"
-        "  lumbar-bench run --approach nnunet-qc --set qc_threshold=0.6 --budget-minutes 5",
+        "  lumbar-bench run --approach nnunet-qc --set qc_threshold=0.6 --budget-minutes 5\n"
+        "  lumbar-bench run --approach lsdc-2.5d --set jitter=false   # one training aid off",
     )
     p.add_argument("--approach", required=True)
     _common_data(p)
@@ -195,7 +196,8 @@ def _add_leaderboard(subs: argparse._SubParsersAction) -> None:
         "  lumbar-bench leaderboard --subset full --split 3f2a9c --format markdown --out board.md\n"
         "  lumbar-bench leaderboard --tracking-uri sqlite:///.ci-work/mlflow.db \\\n"
         "      --experiment lumbar-bench-ci\n"
-        "  lumbar-bench leaderboard --subset small --register lumbar-bench-best",
+        "  lumbar-bench leaderboard --subset small --register lumbar-bench-best\n"
+        "  lumbar-bench leaderboard --subset full --baseline lsdc-2.5d:23fc94   # pair against one config",
     )
     _tracking(p)
     p.add_argument("--split", default=None, metavar="DIGEST", help="split digest (or its prefix) to rank")
@@ -213,7 +215,11 @@ def _add_leaderboard(subs: argparse._SubParsersAction) -> None:
         default=Path("results"),
         help="leaderboard.md/.csv/.png go to DIR/<experiment>/ (default: %(default)s)",
     )
-    p.add_argument("--baseline", default="resnet18", help="approach to pair against (default: %(default)s)")
+    p.add_argument(
+        "--baseline",
+        default="resnet18",
+        help="approach to pair against, or APPROACH:HASH for one config of it (default: %(default)s)",
+    )
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default: %(default)s)")
     p.add_argument(
         "--register",

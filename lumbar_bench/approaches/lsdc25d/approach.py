@@ -36,6 +36,7 @@ from lumbar_bench.config import config_hash
 from lumbar_bench.constants import LABEL_COLUMNS, PROB_COLUMNS, SERIES_TYPES, row_id, slug
 from lumbar_bench.context import RunContext
 from lumbar_bench.data.rsna import RSNAData
+from lumbar_bench.errors import ConfigError
 from lumbar_bench.metrics.score import score_arrays
 from lumbar_bench.progress import progress_bar
 from lumbar_bench.splits import subset_studies
@@ -49,7 +50,9 @@ class Lsdc25dConfig:
     """Localisers (``loc_*``), crops, grader, and three training aids: jitter, noise_filter, flip."""
 
     loc_size: int = 64
-    loc_epochs: int = 8
+    #: Epochs per series type (sagittal T1, sagittal T2/STIR, axial T2): T2 must tell the discs
+    #: apart; T1 is searched near the T2 levels, the axial points sit on known slices.
+    loc_epochs: tuple[int, ...] = (12, 20, 8)
     loc_extra_slices: int = 3
     loc_batch: int = 16
     loc_lr: float = 2e-3
@@ -59,11 +62,11 @@ class Lsdc25dConfig:
     loc_depth: int = 3
     loc_decoder: tuple[int, ...] = (64, 32, 16)
     crop_size: int = 48
-    crop_depth: int = 2
+    crop_depth: int = 1
     window: float = 1.0
     encoder: str = "mobilenet_v3_small"
     weights: str = ""
-    epochs: int = 12
+    epochs: int = 16
     lr: float = 1e-3
     studies_per_batch: int = 4
     any_weight: float = 1.0
@@ -88,7 +91,7 @@ class Lsdc25dConfig:
         if subset == "ci":
             return cls(
                 loc_size=48,
-                loc_epochs=3,
+                loc_epochs=(3, 3, 3),
                 loc_extra_slices=2,
                 crop_size=32,
                 epochs=3,
@@ -98,11 +101,13 @@ class Lsdc25dConfig:
             )
         return cls()
 
-    def localizer(self) -> loc.LocalizerSettings:
-        """The localisers' settings."""
+    def localizer(self, series_type: str) -> loc.LocalizerSettings:
+        """The settings of ``series_type``'s localiser."""
+        if len(self.loc_epochs) != len(SERIES_TYPES):
+            raise ConfigError(f"loc_epochs needs {len(SERIES_TYPES)} values, one per series type")
         return loc.LocalizerSettings(
             self.loc_size,
-            self.loc_epochs,
+            self.loc_epochs[SERIES_TYPES.index(series_type)],
             self.loc_extra_slices,
             self.loc_batch,
             self.loc_lr,
@@ -175,10 +180,10 @@ class Lsdc25dApproach(Approach):
         ctx: RunContext,
         report: ReportBuilder,
     ) -> None:
-        settings = self.config.localizer()
+        settings = {desc: self.config.localizer(desc) for desc in SERIES_TYPES}
         payload = {
             "version": loc.VERSION,
-            "settings": dataclasses.asdict(settings),
+            "settings": {desc: dataclasses.asdict(s) for desc, s in settings.items()},
             "studies": train_ids,
             "data": data.data_digest(),
             "seed": ctx.seed,
@@ -188,9 +193,9 @@ class Lsdc25dApproach(Approach):
         def build(out: Path) -> None:
             states, losses = {}, {}
             for desc in SERIES_TYPES:
-                annotations = sets.annotations(studies, truths, desc, settings.size)
+                annotations = sets.annotations(studies, truths, desc, settings[desc].size)
                 model, losses[desc] = loc.train_localizer(
-                    annotations, desc, settings, ctx.seed, ctx.device, ctx.over_budget
+                    annotations, desc, settings[desc], ctx.seed, ctx.device, ctx.over_budget
                 )
                 states[desc] = model.state_dict()
             torch.save({"states": states, "losses": losses}, out / "localizers.pt")
@@ -205,9 +210,9 @@ class Lsdc25dApproach(Approach):
                 report.metrics({f"localizer/{slug(desc)}_loss": float(losses[-1])})
 
     def _build_localizers(self, states: dict[str, dict]) -> dict[str, torch.nn.Module]:
-        s = self.config.localizer()
         out = {}
         for desc, state in states.items():
+            s = self.config.localizer(desc)
             model = loc.build_model(len(loc.CHANNELS[desc]), s.depth, s.decoder)
             model.load_state_dict(state)
             out[desc] = model.eval()
@@ -288,7 +293,7 @@ class Lsdc25dApproach(Approach):
             ctx.seed,
             ctx.device,
             hooks,
-            key=f"{config_hash(self.name, self.config)}-{self._localizer_key}",
+            key=f"{config_hash(self.name, self.config)}-{self._localizer_key}-d{loc.DECODE_VERSION}",
         )
         if state["best_state"] is not None:
             self.grader.load_state_dict(state["best_state"])

@@ -32,11 +32,16 @@ from lumbar_bench.data.dicom import SeriesVolume
 log = logging.getLogger(__name__)
 
 #: Bumped whenever the localisers' inputs, outputs or training change; part of their stage key.
-VERSION = 2
+VERSION = 4
+#: Bumped whenever the decoding of their heatmaps into points changes; part of the grader's key.
+DECODE_VERSION = 2
 #: The points each series type's model finds: ``(condition, level)``; level "" on axial slices.
+#: Sagittal models also learn :data:`DISC`, every level's points in one channel: a sharp,
+#: level-agnostic map whose peaks the levels are then assigned to in order.
+DISC = "disc"
 CHANNELS: dict[str, tuple[str, ...]] = {
-    GROUP_SERIES["spinal"]: LEVELS,
-    GROUP_SERIES["foraminal"]: LEVELS,
+    GROUP_SERIES["spinal"]: (*LEVELS, DISC),
+    GROUP_SERIES["foraminal"]: (*LEVELS, DISC),
     GROUP_SERIES["subarticular"]: ("",),
 }
 #: Input planes: three neighbouring slices, then row, column and relative slice position.
@@ -180,15 +185,83 @@ def peak(maps: np.ndarray, indices: Sequence[int], scale: tuple[float, float]) -
 
 
 def split_sides(
-    maps: np.ndarray, indices: Sequence[int], x: np.ndarray, midline: float, scale: tuple[float, float]
+    maps: np.ndarray,
+    indices: Sequence[int],
+    x: np.ndarray,
+    midline: float,
+    scale: tuple[float, float],
+    near: tuple[float, float, float] | None = None,
 ) -> tuple[Point | None, Point | None]:
     """``(left, right)`` peaks of one channel: over slices with patient x above, then below, ``midline``.
 
-    DICOM patient x grows to the patient's left.
+    DICOM patient x grows to the patient's left. ``near`` = ``(row, col, radius)`` in working
+    pixels keeps each search within that disc (see :func:`peak_near`).
     """
     idx = np.asarray(indices)
     left, right = x[idx] > midline, x[idx] <= midline
-    return peak(maps[left], idx[left], scale), peak(maps[right], idx[right], scale)
+    if near is None:
+        return peak(maps[left], idx[left], scale), peak(maps[right], idx[right], scale)
+    return peak_near(maps[left], idx[left], scale, *near), peak_near(maps[right], idx[right], scale, *near)
+
+
+def _disc(shape: tuple[int, int], row: float, col: float, radius: float) -> np.ndarray:
+    rows, cols = np.mgrid[0 : shape[0], 0 : shape[1]]
+    return (rows - row) ** 2 + (cols - col) ** 2 <= radius**2
+
+
+def peak_near(
+    maps: np.ndarray,
+    indices: Sequence[int],
+    scale: tuple[float, float],
+    row: float,
+    col: float,
+    radius: float,
+) -> Point | None:
+    """:func:`peak` over the pixels within ``radius`` of ``(row, col)`` (working pixels) only."""
+    inside = _disc(maps.shape[1:], row, col, radius)
+    return peak(np.where(inside[None], maps, -1.0), indices, scale) if inside.any() else None
+
+
+def value_near(maps: np.ndarray, row: float, col: float, radius: float) -> float:
+    """The largest value of ``maps`` ``(n, S, S)`` within ``radius`` of ``(row, col)``; 0 when none."""
+    inside = _disc(maps.shape[1:], row, col, radius)
+    return float(maps[:, inside].max()) if inside.any() and len(maps) else 0.0
+
+
+def candidates(maps: np.ndarray, radius: float, count: int, floor: float = 0.01) -> list[tuple[int, int]]:
+    """Up to ``count`` peaks ``(row, col)`` of ``maps`` ``(n, C, S, S)``, over slices and channels.
+
+    Each is at least ``radius`` working pixels from the higher ones (greedy suppression) and
+    above ``floor``.
+    """
+    flat = maps.max(axis=(0, 1)).astype(np.float64)
+    out: list[tuple[int, int]] = []
+    while len(out) < count and flat.max() > floor:
+        r, c = np.unravel_index(int(np.argmax(flat)), flat.shape)
+        out.append((int(r), int(c)))
+        flat[_disc(flat.shape, r, c, radius)] = -np.inf
+    return out
+
+
+def ordered_assignment(scores: np.ndarray) -> list[int]:
+    """Channel -> candidate, candidates in anatomical order, maximising the summed ``scores``.
+
+    ``scores`` ``(C, K)`` scores channel c (a level, top to bottom) at candidate k (sorted top to
+    bottom); channel c + 1 must take a later candidate than channel c. Needs ``K >= C``.
+    """
+    n_ch, n_cand = scores.shape
+    best = np.full((n_ch, n_cand), -np.inf)
+    back = np.zeros((n_ch, n_cand), dtype=int)
+    best[0] = scores[0]
+    for ch in range(1, n_ch):
+        prefix = np.maximum.accumulate(best[ch - 1])
+        arg = np.array([int(np.argmax(best[ch - 1][: k + 1])) for k in range(n_cand)])
+        best[ch, 1:] = prefix[:-1] + scores[ch, 1:]
+        back[ch, 1:] = arg[:-1]
+    chosen = [int(np.argmax(best[-1]))]
+    for ch in range(n_ch - 1, 0, -1):
+        chosen.append(int(back[ch, chosen[-1]]))
+    return chosen[::-1]
 
 
 def two_peaks(heat: np.ndarray, radius: float) -> list[tuple[int, int, float]]:

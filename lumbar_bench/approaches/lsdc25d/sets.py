@@ -28,8 +28,9 @@ def annotations(
 ) -> list[loc.Annotation]:
     """The annotated points of series type ``desc`` in working pixels, channel = level on sagittal series.
 
-    One annotation per sagittal series; one per (axial series, level), since each axial level
-    lies on its own slice. Left and right share their channel (see :mod:`.localize`).
+    One annotation per sagittal series, each point also on the last, level-agnostic channel
+    (:data:`.localize.DISC`); one per (axial series, level), since each axial level lies on its
+    own slice. Left and right share their channel (see :mod:`.localize`).
     """
     groups = {g for g, series in GROUP_SERIES.items() if series == desc}
     out = []
@@ -45,6 +46,8 @@ def annotations(
             channel = 0 if desc == AXIAL else LEVELS.index(level)
             key = (spot.series_id, level if desc == AXIAL else "")
             by_key.setdefault(key, []).append((channel, *_working(spot, study, size)))
+            if desc != AXIAL:
+                by_key[key].append((len(LEVELS), *_working(spot, study, size)))
         for (series_id, _), points in by_key.items():
             out.append(loc.Annotation(loc.working_stack(study.volumes[series_id], size), points))
     return out

@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 AXIAL = GROUP_SERIES["subarticular"]
 #: The two subarticular points of an axial slice are found at least this far apart (mm).
 SIDE_GAP_MM = 8.0
+#: Disc candidates on a sagittal series are kept at least this far apart (mm).
+DISC_GAP_MM = 15.0
 
 
 @dataclass(frozen=True)
@@ -114,24 +116,65 @@ def _spot(series_id: int, point: loc.Point | None) -> Spot | None:
     return None if point is None else Spot(series_id, point.index, point.row, point.col)
 
 
+def _level_centres(maps: np.ndarray, geom: geo.SliceGeometry, scale: tuple[float, float]) -> list:
+    """Per level (head to foot), the working-pixel centre ``(row, col)`` of its disc.
+
+    Disc candidates are the peaks of the level-agnostic :data:`.localize.DISC` map at least
+    :data:`DISC_GAP_MM` apart; the levels take them in head-to-foot order
+    (:func:`.localize.ordered_assignment`), scored by the disc map there and by each level's own
+    map near it, so two levels never share a disc and their order holds. With fewer candidates
+    than levels, each level's own peak.
+    """
+    radius = DISC_GAP_MM / (geom.spacing[0] * scale[0])
+    levels, disc = maps[:, : len(LEVELS)], maps[:, len(LEVELS) :]
+    found = loc.candidates(disc, radius, 2 * len(LEVELS))
+    if len(found) < len(LEVELS):
+        own = [levels[:, ch].max(0) for ch in range(len(LEVELS))]
+        return [np.unravel_index(int(np.argmax(m)), m.shape) for m in own]
+    found.sort(key=lambda rc: -geom.superior(rc[0] * scale[0], rc[1] * scale[1]))
+    near = np.array(
+        [[loc.value_near(levels[:, ch], r, c, radius) for r, c in found] for ch in range(len(LEVELS))]
+    )
+    sharp = np.array([loc.value_near(disc[:, 0], r, c, 1.0) for r, c in found])
+    return [found[k] for k in loc.ordered_assignment(np.log(near + 1e-4) + np.log(sharp + 1e-4))]
+
+
+def _locate_spinal(study: StudySeries, models: Localizers) -> dict[tuple[str, str], Spot | None]:
+    """Stage 1 on sagittal T2/STIR: each level's spinal point, the disc-map peak its level took."""
+    if (t2 := _heat(study, GROUP_SERIES["spinal"], models)) is None:
+        return {}
+    series_id, maps, indices, scale = t2
+    geom = study.geoms(series_id)[len(indices) // 2]
+    disc = maps[:, len(LEVELS)]
+    return {
+        (CONDITIONS[0], lv): _spot(series_id, loc.peak_near(disc, indices, scale, r, c, 1.0))
+        for lv, (r, c) in zip(LEVELS, _level_centres(maps, geom, scale), strict=True)
+    }
+
+
 def _locate_sagittal(study: StudySeries, models: Localizers) -> dict[tuple[str, str], Spot | None]:
-    """Stage 1: spinal points on sagittal T2/STIR, foraminal points on T1 split into sides by patient x."""
-    out: dict[tuple[str, str], Spot | None] = {}
-    if (t2 := _heat(study, GROUP_SERIES["spinal"], models)) is not None:
-        series_id, maps, indices, scale = t2
-        for ch, lv in enumerate(LEVELS):
-            out[(CONDITIONS[0], lv)] = _spot(series_id, loc.peak(maps[:, ch], indices, scale))
-    if (t1 := _heat(study, GROUP_SERIES["foraminal"], models)) is not None:
-        series_id, maps, indices, scale = t1
-        x = sagittal_side(study.volumes[series_id])
-        spinal = [study.patient(s)[0] for s in out.values() if s is not None]
-        midline = float(np.mean(spinal)) if spinal else float(np.nanmedian(x))
-        for ch, lv in enumerate(LEVELS):
-            left, right = loc.split_sides(maps[:, ch], indices, x, midline, scale)
-            out[(CONDITIONS[1], lv)], out[(CONDITIONS[2], lv)] = (
-                _spot(series_id, left),
-                _spot(series_id, right),
-            )
+    """Stage 1: spinal points on sagittal T2/STIR, foraminal points on T1 split into sides by patient x.
+
+    Each level's foramina are searched within half a level spacing of its spinal point, projected
+    into the T1 series; without spinal points, the T1 levels are decoded in order like the T2 ones.
+    """
+    out = _locate_spinal(study, models)
+    if (t1 := _heat(study, GROUP_SERIES["foraminal"], models)) is None:
+        return out
+    series_id, maps, indices, scale = t1
+    geom = study.geoms(series_id)[len(indices) // 2]
+    x = sagittal_side(study.volumes[series_id])
+    spinal = {lv: study.patient(s) for (_, lv), s in out.items() if s is not None}
+    midline = float(np.mean([p[0] for p in spinal.values()])) if spinal else float(np.nanmedian(x))
+    if len(spinal) == len(LEVELS):
+        radius = cr.level_spacing(spinal) / 2 / (geom.spacing[0] * scale[0])
+        centres = [np.divide(geom.to_pixel(spinal[lv]), scale) for lv in LEVELS]
+    else:
+        radius = DISC_GAP_MM / (geom.spacing[0] * scale[0])
+        centres = _level_centres(maps, geom, scale)
+    for ch, (lv, (r, c)) in enumerate(zip(LEVELS, centres, strict=True)):
+        left, right = loc.split_sides(maps[:, ch], indices, x, midline, scale, near=(r, c, radius))
+        out[(CONDITIONS[1], lv)], out[(CONDITIONS[2], lv)] = _spot(series_id, left), _spot(series_id, right)
     return out
 
 

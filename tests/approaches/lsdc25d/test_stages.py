@@ -143,6 +143,36 @@ def test_sides_come_from_patient_x_not_from_the_channel() -> None:
     assert (r1, c1, r2, c2) == (8, 4, 8, 12)  # the neighbour of the first peak is suppressed
 
 
+def test_disc_candidates_are_suppressed_peaks_and_levels_take_them_in_order() -> None:
+    maps = np.zeros((2, 2, 16, 16), dtype=np.float32)
+    maps[0, 0, 2, 8], maps[1, 1, 3, 8], maps[0, 1, 9, 8], maps[1, 0, 14, 8] = 0.9, 0.8, 0.7, 0.6
+    assert loc.candidates(maps, radius=3.0, count=5) == [(2, 8), (9, 8), (14, 8)]  # (3, 8) suppressed
+    assert loc.value_near(maps[:, 1], 10, 8, radius=1.5) == pytest.approx(0.7)
+    assert loc.value_near(maps[:, 1], 12, 2, radius=1.5) == 0.0
+    near = loc.peak_near(maps[:, 0], [4, 5], (1.0, 1.0), 13, 8, radius=2.0)
+    assert (near.index, near.row, near.col) == (5, 14.0, 8.0)  # not the higher peak at (2, 8)
+    # Level 1's own map prefers candidate 0 like level 0's; order sends it to candidate 1.
+    scores = np.log([[0.9, 0.5, 0.1, 0.1], [0.8, 0.6, 0.2, 0.1], [0.1, 0.2, 0.1, 0.9]])
+    assert loc.ordered_assignment(scores) == [0, 1, 3]
+    assert loc.ordered_assignment(np.log([[0.1, 0.2, 0.9], [0.1, 0.9, 0.3]])) == [0, 1]
+
+
+def test_levels_take_the_disc_peaks_head_to_foot_even_when_two_level_maps_agree() -> None:
+    from lumbar_bench.approaches.lsdc25d.study import _level_centres
+    from lumbar_bench.data.geometry import SliceGeometry
+
+    geom = SliceGeometry.of(np.zeros(3), np.array([0.0, 1, 0, 0, 0, -1]), (2.0, 2.0), (64, 64))
+    maps = np.zeros((1, len(LEVELS) + 1, 64, 64), dtype=np.float32)
+    rows = [14, 26, 38, 50, 62]  # head to foot (rows grow toward the feet), 24 mm apart
+    for ch, r in enumerate(rows):
+        maps[0, len(LEVELS), r, 30] = 0.9  # the sharp disc map
+        maps[0, ch, r - 4 : r + 5, 25:36] = 0.5  # a broad bump per level
+    maps[0, len(LEVELS), 2, 30] = 0.9  # one more disc above L1/L2 (T12/L1)
+    maps[0, 1, 36:41, 25:36] = 0.6  # level 2's map also (more strongly) likes level 3's disc
+    centres = _level_centres(maps, geom, scale=(1.0, 1.0))
+    assert [int(r) for r, _ in centres] == rows
+
+
 def test_heatmap_loss_ignores_masked_channels() -> None:
     logits = torch.zeros(1, 2, 4, 4)
     maps = torch.zeros(1, 2, 4, 4)
@@ -223,3 +253,14 @@ def test_grader_training_resumes_from_its_checkpoint(tmp_path: Path) -> None:
     )
     assert epochs == [0, 1]  # the second call went on from epoch 1
     assert state["best"] == 0.5 and state["best_epoch"] == 1 and state["temperature"] == 2.0
+
+
+def test_localizer_epochs_are_per_series_type() -> None:
+    from lumbar_bench.approaches.lsdc25d.approach import Lsdc25dConfig
+    from lumbar_bench.constants import SERIES_TYPES
+    from lumbar_bench.errors import ConfigError
+
+    cfg = Lsdc25dConfig(loc_epochs=(4, 9, 2))
+    assert [cfg.localizer(d).epochs for d in SERIES_TYPES] == [4, 9, 2]
+    with pytest.raises(ConfigError, match="loc_epochs needs 3 values"):
+        Lsdc25dConfig(loc_epochs=(4, 9)).localizer(SERIES_TYPES[0])
