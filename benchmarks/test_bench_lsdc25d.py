@@ -41,13 +41,12 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict:
     ids = list(data.labels.index)
     studies = {s: st.load_series(data, s) for s in ids}
     truths = {s: st.truth_spots(studies[s], data.coordinates[data.coordinates.study_id == s]) for s in ids}
-    crops = [_study_crops(studies[s], truths[s], cfg)[0][None] for s in ids]
-    valid = [_study_crops(studies[s], truths[s], cfg)[1] for s in ids]
+    made = [_study_crops(studies[s], truths[s], cfg) for s in ids]
     return {
         "cfg": cfg,
         "studies": studies,
         "truths": truths,
-        "set": sets.crop_set(crops, valid, data.labels, ids),
+        "set": sets.crop_set([c[None] for c, _ in made], [v for _, v in made], data.labels, ids),
     }
 
 

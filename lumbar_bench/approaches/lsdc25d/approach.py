@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from scipy.special import softmax
 
 from lumbar_bench.approaches.base import Approach, FitReport, ReportBuilder
 from lumbar_bench.approaches.lsdc25d import evaluate as ev
@@ -118,10 +119,10 @@ class Lsdc25dConfig:
             tuple(self.loc_decoder),
         )
 
-    def schedule(self, epochs: int | None = None) -> gr.Schedule:
-        """The grader's schedule (``epochs`` overrides, for the noise filter's fold models)."""
+    def schedule(self) -> gr.Schedule:
+        """The grader's schedule."""
         return gr.Schedule(
-            self.epochs if epochs is None else epochs,
+            self.epochs,
             self.lr,
             self.studies_per_batch,
             self.any_weight,
@@ -151,7 +152,8 @@ class Lsdc25dApproach(Approach):
         torch.manual_seed(ctx.seed)
         n_val = max(1, round(len(study_ids) * cfg.val_fraction))
         val_ids = subset_studies(list(study_ids), n_val)
-        train_ids = [s for s in study_ids if s not in set(val_ids)]
+        held = set(val_ids)
+        train_ids = [s for s in study_ids if s not in held]
         self.prior = fit_prior(data.labels.loc[list(study_ids)])
         t0 = time.monotonic()
         studies = {
@@ -260,9 +262,7 @@ class Lsdc25dApproach(Approach):
 
     def _probs(self, logits: np.ndarray, valid: np.ndarray, temperature: float) -> np.ndarray:
         """Softmax of ``logits / temperature``; the training prior where a slot has no crop."""
-        z = logits / temperature
-        probs = np.exp(z - z.max(-1, keepdims=True))
-        probs /= probs.sum(-1, keepdims=True)
+        probs = softmax(logits / temperature, axis=-1)
         return np.where(valid[..., None], probs, self.prior[None])
 
     def _validate(self, val: gr.CropSet, device: str) -> tuple[float, float]:

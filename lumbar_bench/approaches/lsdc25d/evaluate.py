@@ -58,13 +58,14 @@ def _errors(study: StudySeries, truth: list[Spot | None], found: list[Spot | Non
 
 
 def _level_hits(study: StudySeries, truth: list[Spot | None], points: Mapping[str, np.ndarray]) -> list[bool]:
-    hits = []
-    for lab, t in zip(LABEL_COLUMNS, truth, strict=True):
-        if t is None or t.series_id not in study.by_type.get(AXIAL, []):
-            continue
-        levels = lvl.slice_levels(study.geoms(t.series_id), points) if points else []
-        hits.append(bool(levels) and levels[t.index] == split_label(lab)[1])
-    return hits
+    if not points:
+        return [False for t in truth if t is not None and t.series_id in study.by_type.get(AXIAL, [])]
+    levels = {sid: lvl.slice_levels(study.geoms(sid), points) for sid in study.by_type.get(AXIAL, [])}
+    return [
+        levels[t.series_id][t.index] == split_label(lab)[1]
+        for lab, t in zip(LABEL_COLUMNS, truth, strict=True)
+        if t is not None and t.series_id in levels
+    ]
 
 
 def held_out_metrics(

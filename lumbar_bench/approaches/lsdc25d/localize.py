@@ -8,12 +8,14 @@ apart from the image alone would mix them up. Side comes from patient geometry i
 plus three coordinate planes (row, column, relative slice position), resized to a square
 working size, so the model knows where in the field of view and in the stack it looks.
 
-Sagittal targets are Gaussians in the plane, scaled down with the distance in slices from
-the annotated slice, so the arg-max over the whole series gives the slice and the point
-("a heatmap over slices"). Axial slices are chosen by geometry (:mod:`.levels`), so the axial
-model only learns the plane: its training slices are the annotated ones. A channel without an
-annotation on a series (a blank label, a missing coordinate) is left out of the loss, never
-taught as "no point here".
+Sagittal models also learn a level-agnostic :data:`DISC` channel (every level's points in
+one map); its peaks are the candidates the levels are assigned to in head-to-foot order
+(:func:`candidates`, :func:`ordered_assignment`). Sagittal targets are Gaussians in the plane,
+scaled down with the distance in slices from the annotated slice, so the peak over the whole
+series gives the slice and the point ("a heatmap over slices"). Axial slices are chosen by
+geometry (:mod:`.levels`), so the axial model only learns the plane: its training slices are
+the annotated ones. A channel without an annotation on a series (a blank label, a missing
+coordinate) is left out of the loss, never taught as "no point here".
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 import torch
+from scipy.special import softmax
 
 from lumbar_bench.approaches.lsdc25d import grader as gr
 from lumbar_bench.approaches.lsdc25d import localize as loc
@@ -45,9 +46,10 @@ def annotations(
                 continue
             channel = 0 if desc == AXIAL else LEVELS.index(level)
             key = (spot.series_id, level if desc == AXIAL else "")
-            by_key.setdefault(key, []).append((channel, *_working(spot, study, size)))
+            where = _working(spot, study, size)
+            by_key.setdefault(key, []).append((channel, *where))
             if desc != AXIAL:
-                by_key[key].append((len(LEVELS), *_working(spot, study, size)))
+                by_key[key].append((len(LEVELS), *where))
         for (series_id, _), points in by_key.items():
             out.append(loc.Annotation(loc.working_stack(study.volumes[series_id], size), points))
     return out
@@ -85,9 +87,7 @@ def out_of_fold_probs(data: gr.CropSet, cfg: Lsdc25dConfig, seed: int, device: s
             gr.train_epoch(
                 model, opt, _subset(data, rest), cfg.studies_per_batch, cfg.any_weight, rng, device
             )
-        logits = gr.logits_of(model, _subset(data, held), device)
-        z = np.exp(logits - logits.max(-1, keepdims=True))
-        probs[held] = z / z.sum(-1, keepdims=True)
+        probs[held] = softmax(gr.logits_of(model, _subset(data, held), device), axis=-1)
     return probs
 
 

@@ -51,10 +51,13 @@ class StudySeries:
     volumes: dict[int, SeriesVolume] = field(default_factory=dict)
     by_type: dict[str, list[int]] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
+    _geoms: dict[int, list[geo.SliceGeometry]] = field(default_factory=dict, repr=False, compare=False)
 
     def geoms(self, series_id: int) -> list[geo.SliceGeometry]:
-        """Each slice's own geometry in the series' own pixels."""
-        return geo.series_geometry(self.volumes[series_id])
+        """Each slice's own geometry in the series' own pixels (built once per series)."""
+        if series_id not in self._geoms:
+            self._geoms[series_id] = geo.series_geometry(self.volumes[series_id])
+        return self._geoms[series_id]
 
     def patient(self, spot: Spot) -> np.ndarray:
         """Patient point (mm) of a spot."""
@@ -116,6 +119,11 @@ def _spot(series_id: int, point: loc.Point | None) -> Spot | None:
     return None if point is None else Spot(series_id, point.index, point.row, point.col)
 
 
+def _px(mm: float, geom: geo.SliceGeometry, scale: tuple[float, float]) -> float:
+    """``mm`` in working pixels (rows) of a series whose pixels ``scale`` times smaller are ``geom``'s."""
+    return mm / (geom.spacing[0] * scale[0])
+
+
 def _level_centres(maps: np.ndarray, geom: geo.SliceGeometry, scale: tuple[float, float]) -> list:
     """Per level (head to foot), the working-pixel centre ``(row, col)`` of its disc.
 
@@ -125,7 +133,7 @@ def _level_centres(maps: np.ndarray, geom: geo.SliceGeometry, scale: tuple[float
     map near it, so two levels never share a disc and their order holds. With fewer candidates
     than levels, each level's own peak.
     """
-    radius = DISC_GAP_MM / (geom.spacing[0] * scale[0])
+    radius = _px(DISC_GAP_MM, geom, scale)
     levels, disc = maps[:, : len(LEVELS)], maps[:, len(LEVELS) :]
     found = loc.candidates(disc, radius, 2 * len(LEVELS))
     if len(found) < len(LEVELS):
@@ -167,10 +175,10 @@ def _locate_sagittal(study: StudySeries, models: Localizers) -> dict[tuple[str, 
     spinal = {lv: study.patient(s) for (_, lv), s in out.items() if s is not None}
     midline = float(np.mean([p[0] for p in spinal.values()])) if spinal else float(np.nanmedian(x))
     if len(spinal) == len(LEVELS):
-        radius = cr.level_spacing(spinal) / 2 / (geom.spacing[0] * scale[0])
+        radius = _px(cr.level_spacing(spinal) / 2, geom, scale)
         centres = [np.divide(geom.to_pixel(spinal[lv]), scale) for lv in LEVELS]
     else:
-        radius = DISC_GAP_MM / (geom.spacing[0] * scale[0])
+        radius = _px(DISC_GAP_MM, geom, scale)
         centres = _level_centres(maps, geom, scale)
     for ch, (lv, (r, c)) in enumerate(zip(LEVELS, centres, strict=True)):
         left, right = loc.split_sides(maps[:, ch], indices, x, midline, scale, near=(r, c, radius))
