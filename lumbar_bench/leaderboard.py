@@ -82,6 +82,8 @@ class BoardRequest:
     baseline: str = BASELINE
     n_boot: int = 1000
     seed: int = 0
+    #: Rank only these runs (e.g. the tasks of a sweep); empty ranks every comparable run.
+    run_ids: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -165,7 +167,8 @@ def find_runs(request: BoardRequest) -> list[RunRecord]:
         split_prefix=request.split or None,
         top_level=True,
     )
-    return [r for r in runs if r.tag("approach")]
+    wanted = set(request.run_ids)
+    return [r for r in runs if r.tag("approach") and (not wanted or r.run_id in wanted)]
 
 
 def select_comparable(runs: list[RunRecord]) -> list[RunRecord]:

@@ -76,6 +76,8 @@ class RunRequest:
     #: torch CPU threads during the run; 0 leaves torch's default (the core count).
     threads: int = 0
     progress: bool = True
+    #: The sweep this run is a task of (its MLflow run id): the run is nested under it and tagged.
+    sweep_run_id: str | None = None
 
 
 @dataclass
@@ -141,6 +143,12 @@ def complete_submission(pred: pd.DataFrame, study_ids: list[int], approach: str)
     return have.loc[wanted, list(PROB_COLUMNS)].reset_index()
 
 
+def resolve_config(approach: str, subset: str, overrides: tuple[str, ...]) -> tuple[Any, str]:
+    """The config ``approach`` runs with on ``subset`` after ``overrides``, and its config hash."""
+    config = apply_overrides(get_approach(approach).Config.for_subset(subset), overrides)
+    return config, config_hash(approach, config)
+
+
 def run(request: RunRequest) -> RunResult:
     """Run ``request.approach`` on one fold, log it to MLflow and return its metrics."""
     if request.subset not in SUBSETS:
@@ -151,8 +159,7 @@ def run(request: RunRequest) -> RunResult:
     split, split_source = datasets.resolve_split(data, request.split_path, cache_dir)
     train_ids, eval_ids = _select_studies(data, split, request)
     cls = get_approach(request.approach)
-    config = apply_overrides(cls.Config.for_subset(request.subset), request.overrides)
-    chash = config_hash(request.approach, config)
+    config, chash = resolve_config(request.approach, request.subset, request.overrides)
     device = resolve_device(request.device)
     minutes, budget_device = spec.budgets.get(request.subset, (60.0, "cpu"))
     budget = Budget(request.budget_minutes or minutes, budget_device)
@@ -165,9 +172,10 @@ def run(request: RunRequest) -> RunResult:
     tags, params = _provenance(request, chash, split, split_source, data, device, budget, config)
     params.update({"n_train_studies": len(train_ids), "n_eval_studies": len(eval_ids)})
     run_name = f"{request.approach}-f{request.fold}-{request.subset}"
+    sweep = _sweep_parent(request, tags)
     with (
         attempts.claim(workdir) as claim,
-        tracking.tracked_run(request.tracking_uri, request.experiment, run_name, tags) as trun,
+        tracking.tracked_run(request.tracking_uri, request.experiment, run_name, tags, parent=sweep) as trun,
     ):
         claim.begin(trun.run_id, request.tracking_uri, device)
         trun.log_params(params)
@@ -234,6 +242,14 @@ def _provenance(
         "threads": request.threads,
     }
     return tags, params
+
+
+def _sweep_parent(request: RunRequest, tags: dict[str, Any]) -> tracking.TrackedRun | None:
+    """The sweep run to nest this run under (tagging ``tags`` with it); None outside a sweep."""
+    if not request.sweep_run_id:
+        return None
+    tags[tracking.SWEEP_TAG] = request.sweep_run_id
+    return tracking.TrackedRun(request.tracking_uri, request.sweep_run_id)
 
 
 def _select_studies(data: Any, split: Any, request: RunRequest) -> tuple[list[int], list[int]]:

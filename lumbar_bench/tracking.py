@@ -32,6 +32,8 @@ _MAX_PARAM_LEN = 500
 _PAGE = 1000
 #: The tag MLflow puts on a nested run, naming its parent.
 _PARENT_TAG = "mlflow.parentRunId"
+#: The tag naming the sweep (its run id) a ``lumbar-bench run`` ran in as a task, nested under it.
+SWEEP_TAG = "sweep_run_id"
 #: The tag naming the logged model of a run.
 MODEL_TAG = "model_id"
 
@@ -312,8 +314,13 @@ class RunRecord:
 
     @property
     def is_child(self) -> bool:
-        """True for a nested run (a stage of another run)."""
+        """True for a nested run (a stage of another run, or a task of a sweep)."""
         return self.parent_id is not None
+
+    @property
+    def is_sweep_task(self) -> bool:
+        """True for a run made by ``lumbar-bench run`` as a task of a sweep (nested in the sweep's run)."""
+        return bool(self.tags.get(SWEEP_TAG))
 
     def tag(self, key: str, default: str = "") -> str:
         """Tag ``key``, or ``default`` when the run lacks it."""
@@ -377,7 +384,8 @@ def find_runs(
     """Runs of ``experiment`` whose tags (and status) match every criterion given, filtered in the store.
 
     ``split_prefix`` matches the start of the ``split_digest`` tag; ``parent_id`` keeps the runs
-    nested in that run; ``tags`` adds exact tag matches; ``top_level`` drops nested runs.
+    nested in that run; ``tags`` adds exact tag matches; ``top_level`` drops nested runs (the stages
+    of a run) but keeps a sweep's tasks, which are runs of their own nested only to group them.
     """
     wanted = {"approach": approach, "subset": subset, "fold": fold, **(tags or {})}
     clauses = [f"tags.{_key(k)} = {_quote(v)}" for k, v in wanted.items() if v is not None]
@@ -388,7 +396,7 @@ def find_runs(
     if parent_id is not None:
         clauses.append(f"tags.{_key(_PARENT_TAG)} = {_quote(parent_id)}")
     runs = search_runs(uri, experiment, " and ".join(clauses))
-    return [r for r in runs if not r.is_child] if top_level else runs
+    return [r for r in runs if not r.is_child or r.is_sweep_task] if top_level else runs
 
 
 def _key(name: str) -> str:

@@ -46,7 +46,9 @@ def test_score_negative_value_exits_2(scored_pair, capsys, tmp_path):
     assert "negative" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("command", ["run", "score", "synth", "splits", "prepare", "predict", "list"])
+@pytest.mark.parametrize(
+    "command", ["run", "sweep", "score", "synth", "splits", "prepare", "predict", "list"]
+)
 def test_help_shows_examples(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main([command, "--help"])

@@ -154,6 +154,48 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+@handler("sweep")
+def _sweep(args: argparse.Namespace) -> int:
+    from lumbar_bench import leaderboard as lb
+    from lumbar_bench import sweep
+
+    request = sweep.SweepRequest(
+        approaches=tuple(args.approaches),
+        folds=sweep.parse_ints(args.folds, "--folds"),
+        seeds=sweep.parse_ints(args.seeds, "--seeds"),
+        subset=args.subset,
+        overrides=tuple(args.overrides),
+        data_dir=args.data,
+        split_path=args.split,
+        cache_dir=args.cache_dir,
+        device=args.device,
+        tracking_uri=args.tracking_uri,
+        experiment=args.experiment,
+        executor=args.executor,
+        max_parallel=args.max_parallel,
+        partition=args.partition,
+        gpus_per_task=args.gpus_per_task,
+        cpus_per_task=args.cpus_per_task,
+        mem_gb=args.mem_gb,
+        n_boot=args.bootstrap,
+    )
+    if args.dry_run:
+        print(sweep.describe(sweep.plan(request)))
+        return 0
+    result = sweep.sweep(request, on_progress=lambda line: print(line, file=sys.stderr, flush=True))
+    print(
+        f"sweep run {result.sweep_run_id}: {result.count('FINISHED')} finished, "
+        f"{result.count('SKIPPED')} skipped, {result.count('FAILED')} failed"
+    )
+    for o in (o for o in result.outcomes if o.status == "FAILED"):
+        job = f", job {o.job_id}" if o.job_id else ""
+        print(f"FAILED {o.task.label}: {o.reason}: {o.message} (run {o.run_id}{job})")
+    if result.board is not None:
+        text = lb.render(result.board, "table")
+        print(text, end="" if text.endswith("\n") else "\n")
+    return 1 if result.count("FAILED") else 0
+
+
 @handler("predict")
 def _predict(args: argparse.Namespace) -> int:
     from lumbar_bench.runner import predict_from_run

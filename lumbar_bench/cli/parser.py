@@ -13,6 +13,7 @@ examples:
   lumbar-bench run --approach prior --subset ci        # on the embedded phantom, logged to ./mlflow.db
   lumbar-bench run --approach resnet18 --json          # default schedule; prints one JSON line
   lumbar-bench run --approach resnet18 --data ~/rsna --device cuda --set epochs=20
+  lumbar-bench sweep --approach prior --approach resnet18 --folds 0-4 --seeds 0,1,2 --subset ci
   lumbar-bench synth /tmp/phantom --studies 50 --size 96
   lumbar-bench prepare --data ~/rsna                   # decode + cache every series once
   lumbar-bench score train.csv submission.csv --json   # the official competition score
@@ -171,6 +172,40 @@ def _add_run(subs: argparse._SubParsersAction) -> None:
     _tracking(p)
 
 
+def _add_sweep(subs: argparse._SubParsersAction) -> None:
+    """``lumbar-bench sweep``: arguments and examples."""
+    p = _sub(
+        subs,
+        "sweep",
+        "run approaches x folds x seeds (one run each) through submitit; finished tasks are skipped",
+        "  lumbar-bench sweep --approach prior --folds 0-1 --seeds 0,1 --subset ci --dry-run\n"
+        "  lumbar-bench sweep --approach prior --approach resnet18 --folds 0-4 --seeds 0,1,2 --subset ci\n"
+        "  lumbar-bench sweep --approach resnet18 --subset full --executor slurm --partition gpu \\\n"
+        "      --gpus-per-task 1 --cpus-per-task 8 --mem-gb 32 --max-parallel 10",
+    )
+    p.add_argument("--approach", dest="approaches", action="append", required=True, help="repeatable")
+    _common_data(p)
+    p.add_argument("--split", type=Path, default=None, help="split JSON (default: the frozen default split)")
+    p.add_argument("--folds", default="0", help="held-out folds, e.g. 0-4 or 0,2 (default: %(default)s)")
+    p.add_argument("--seeds", default="0", help="seeds, e.g. 0,1,2 or 0-2 (default: %(default)s)")
+    p.add_argument("--subset", choices=("ci", "small", "full"), default="full")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    _overrides(p, "override a config field of every approach (repeatable)")
+    p.add_argument("--executor", choices=("local", "slurm", "debug"), default="local")
+    p.add_argument(
+        "--max-parallel", type=int, default=0, help="tasks at once (default: what fits the cores, local)"
+    )
+    p.add_argument("--partition", default=None, help="SLURM partition")
+    p.add_argument("--gpus-per-task", type=int, default=0)
+    p.add_argument(
+        "--cpus-per-task", type=int, default=0, help="cores and torch threads per task (default: a share)"
+    )
+    p.add_argument("--mem-gb", type=float, default=None)
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples of the final board")
+    p.add_argument("--dry-run", action="store_true", help="list the tasks and which would be skipped")
+    _tracking(p)
+
+
 def _add_predict(subs: argparse._SubParsersAction) -> None:
     """``lumbar-bench predict``: arguments and examples."""
     p = _sub(
@@ -297,6 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_prepare(subs)
     _add_score(subs)
     _add_run(subs)
+    _add_sweep(subs)
     _add_predict(subs)
     _add_leaderboard(subs)
     _add_check(subs)
