@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from lumbar_bench.constants import LABEL_COLUMNS, LEVELS, SCORE_GROUPS, SEVERITY_WEIGHTS, split_label
 from lumbar_bench.errors import DataError
@@ -149,8 +150,12 @@ def train_epoch(
     any_weight: float,
     rng: np.random.Generator,
     device: str,
+    ema: AveragedModel | None = None,
 ) -> float:
-    """One epoch over ``data`` in shuffled batches of whole studies, a random variant per crop."""
+    """One epoch over ``data`` in shuffled batches of whole studies, a random variant per crop.
+
+    ``ema``, if given, is updated after every step.
+    """
     model.train()
     order = rng.permutation(data.valid.shape[0])
     total, seen = 0.0, 0
@@ -164,12 +169,14 @@ def train_epoch(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if ema is not None:
+            ema.update_parameters(model)
         total, seen = total + float(loss.detach()) * len(studies), seen + len(studies)
     return total / max(seen, 1)
 
 
 @torch.no_grad()
-def logits_of(model: Grader, data: CropSet, device: str, variant: int = 0) -> np.ndarray:
+def logits_of(model: nn.Module, data: CropSet, device: str, variant: int = 0) -> np.ndarray:
     """Logits ``(n, 25, 3)`` of every study's crops (zeros where a crop is missing)."""
     model.eval()
     n = data.valid.shape[0]
@@ -183,6 +190,11 @@ def logits_of(model: Grader, data: CropSet, device: str, variant: int = 0) -> np
     return out
 
 
+def mean_logits(model: nn.Module, data: CropSet, device: str) -> np.ndarray:
+    """Logits ``(n, 25, 3)`` averaged over every variant of each crop (test-time augmentation)."""
+    return np.mean([logits_of(model, data, device, v) for v in range(data.crops.shape[0])], axis=0)
+
+
 @dataclass(frozen=True)
 class Schedule:
     """How the grader trains."""
@@ -192,6 +204,8 @@ class Schedule:
     studies_per_batch: int
     any_weight: float
     patience: int
+    #: Decay of the exponential moving average of the weights that is validated and kept; 0: off.
+    ema: float = 0.0
 
 
 def _fresh_state() -> dict:
@@ -202,56 +216,81 @@ def train_grader(
     model: Grader,
     train: CropSet,
     schedule: Schedule,
-    validate: Callable[[], tuple[float, float]],
+    validate: Callable[[nn.Module], tuple[float, float]],
     checkpoint: Path,
     seed: int,
     device: str,
     hooks: EpochHooks,
     key: str = "",
 ) -> dict:
-    """Train with early stopping on ``validate()`` (score, temperature); resumes from ``checkpoint``.
+    """Train, validating each epoch with ``validate(model)`` (score, temperature); resumable.
+
+    With ``schedule.ema``, the weights validated and kept are an exponential moving average of
+    the trained ones (batch-norm statistics included). Training stops after ``schedule.patience``
+    epochs without a better score.
 
     ``key`` names what the training depends on (config, localisers); a checkpoint written under
     another key is ignored.
 
-    Returns the training state: ``best`` score, ``best_epoch``, ``best_state`` (weights),
-    ``temperature``, ``time_to_best``. After every epoch the whole state (optimiser and random
-    generator included) is written atomically to ``checkpoint``.
+    Returns the training state: ``best`` score, ``best_epoch``, ``best_state`` (its weights),
+    ``temperature``, and ``final_state`` (the weights at the end). After every epoch the whole
+    state (optimiser and random generator included) is written atomically to ``checkpoint``.
     """
     opt = torch.optim.AdamW(model.parameters(), lr=schedule.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(schedule.epochs, 1))
     rng = np.random.default_rng(seed)
-    state = _fresh_state()
-    saved = torch.load(checkpoint, map_location="cpu", weights_only=True) if checkpoint.exists() else None
-    if saved is not None and saved.get("key") != key:
-        log.warning("lsdc-2.5d: %s was written for other inputs; training afresh", checkpoint)
-    elif saved is not None:
-        model.load_state_dict(saved["model"])
-        opt.load_state_dict(saved["opt"])
-        sched.load_state_dict(saved["sched"])
-        rng.bit_generator.state = saved["rng"]
-        state = {k: saved[k] for k in _fresh_state()}
-        log.info("lsdc-2.5d: grader resumes at epoch %d from %s", state["epoch"], checkpoint)
+    ema = _ema(model, schedule.ema)
+    kept = model if ema is None else ema.module
+    parts = {"model": model, "opt": opt, "sched": sched, **({} if ema is None else {"ema": ema})}
+    state = _resume(checkpoint, key, parts, rng) or _fresh_state()
+    if state["epoch"]:
         hooks.resumed(state["epoch"] >= schedule.epochs)
     for epoch in range(state["epoch"], schedule.epochs):
         if hooks.over_budget():
             log.warning("lsdc-2.5d: budget reached before grader epoch %d; keeping the best model", epoch)
             break
-        loss = train_epoch(model, opt, train, schedule.studies_per_batch, schedule.any_weight, rng, device)
+        loss = train_epoch(
+            model, opt, train, schedule.studies_per_batch, schedule.any_weight, rng, device, ema
+        )
         sched.step()
-        score, temperature = validate()
+        score, temperature = validate(kept)
         hooks.epoch(epoch, loss, score)
         if score < state["best"]:
-            best = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-            state.update(best=score, best_epoch=epoch, best_state=best, temperature=temperature)
+            state.update(best=score, best_epoch=epoch, best_state=_weights(kept), temperature=temperature)
         state["epoch"] = epoch + 1
-        saved = {"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict()}
+        saved = {name: part.state_dict() for name, part in parts.items()}
         _atomic_save({**saved, "rng": rng.bit_generator.state, "key": key, **state}, checkpoint)
         hooks.checkpointed()
         if epoch - state["best_epoch"] >= schedule.patience:
             log.info("lsdc-2.5d: grader stops early at epoch %d (best %d)", epoch, state["best_epoch"])
             break
+    return {**state, "final_state": _weights(kept)}
+
+
+def _resume(checkpoint: Path, key: str, parts: dict, rng: np.random.Generator) -> dict | None:
+    """The training state in ``checkpoint``, with ``parts`` and ``rng`` restored; None if none for ``key``."""
+    if not checkpoint.exists():
+        return None
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    if saved.get("key") != key:
+        log.warning("lsdc-2.5d: %s was written for other inputs; training afresh", checkpoint)
+        return None
+    for name, part in parts.items():
+        part.load_state_dict(saved[name])
+    rng.bit_generator.state = saved["rng"]
+    state = {k: saved[k] for k in _fresh_state()}
+    log.info("lsdc-2.5d: grader resumes at epoch %d from %s", state["epoch"], checkpoint)
     return state
+
+
+def _weights(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+
+def _ema(model: nn.Module, decay: float) -> AveragedModel | None:
+    if decay <= 0:
+        return None
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
 class EpochHooks:

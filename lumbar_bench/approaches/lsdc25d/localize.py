@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 #: Bumped whenever the localisers' inputs, outputs or training change; part of their stage key.
 VERSION = 4
 #: Bumped whenever the decoding of their heatmaps into points changes; part of the grader's key.
-DECODE_VERSION = 2
+DECODE_VERSION = 3
 #: The points each series type's model finds: ``(condition, level)``; level "" on axial slices.
 #: Sagittal models also learn :data:`DISC`, every level's points in one channel: a sharp,
 #: level-agnostic map whose peaks the levels are then assigned to in order.
@@ -245,25 +245,43 @@ def candidates(maps: np.ndarray, radius: float, count: int, floor: float = 0.01)
     return out
 
 
-def ordered_assignment(scores: np.ndarray) -> list[int]:
-    """Channel -> candidate, candidates in anatomical order, maximising the summed ``scores``.
+def ordered_assignment(scores: np.ndarray, pair: np.ndarray | None = None) -> tuple[list[int], float]:
+    """Channel -> candidate, candidates in anatomical order, maximising the summed scores.
 
     ``scores`` ``(C, K)`` scores channel c (a level, top to bottom) at candidate k (sorted top to
-    bottom); channel c + 1 must take a later candidate than channel c. Needs ``K >= C``.
+    bottom); channel c + 1 must take a later candidate than channel c. ``pair`` ``(K, K)``, if
+    given, adds ``pair[j, k]`` when consecutive channels take candidates j and k. Needs ``K >= C``.
+    Returns the chosen candidates and their total score.
     """
     n_ch, n_cand = scores.shape
+    later = np.triu(np.ones((n_cand, n_cand), dtype=bool), k=1)
+    step = np.where(later, 0.0 if pair is None else pair, -np.inf)
     best = np.full((n_ch, n_cand), -np.inf)
     back = np.zeros((n_ch, n_cand), dtype=int)
     best[0] = scores[0]
     for ch in range(1, n_ch):
-        prefix = np.maximum.accumulate(best[ch - 1])
-        arg = np.array([int(np.argmax(best[ch - 1][: k + 1])) for k in range(n_cand)])
-        best[ch, 1:] = prefix[:-1] + scores[ch, 1:]
-        back[ch, 1:] = arg[:-1]
+        total = best[ch - 1][:, None] + step  # (previous candidate, this candidate)
+        back[ch] = np.argmax(total, axis=0)
+        best[ch] = total[back[ch], np.arange(n_cand)] + scores[ch]
     chosen = [int(np.argmax(best[-1]))]
     for ch in range(n_ch - 1, 0, -1):
         chosen.append(int(back[ch, chosen[-1]]))
-    return chosen[::-1]
+    return chosen[::-1], float(best[-1, chosen[0]])
+
+
+def regular_assignment(
+    scores: np.ndarray, positions: np.ndarray, spacings: np.ndarray, spread: float
+) -> list[int]:
+    """:func:`ordered_assignment` with evenly spaced levels: the best over candidate ``spacings``.
+
+    ``positions`` ``(K, 2)`` are the candidates in mm. For each spacing d, consecutive levels
+    whose candidates lie ``g`` mm apart add the log-normal term ``-(log(g / d))^2 / (2 spread^2)``,
+    so that a spurious peak between two discs, half a spacing away from both, cannot take a level.
+    """
+    gaps = np.linalg.norm(positions[:, None] - positions[None], axis=-1)
+    log_gaps = np.log(np.maximum(gaps, 1e-3))
+    results = [ordered_assignment(scores, -((log_gaps - np.log(d)) ** 2) / (2 * spread**2)) for d in spacings]
+    return max(results, key=lambda r: r[1])[0]
 
 
 def two_peaks(heat: np.ndarray, radius: float) -> list[tuple[int, int, float]]:

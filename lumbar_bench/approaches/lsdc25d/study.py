@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -31,6 +31,10 @@ AXIAL = GROUP_SERIES["subarticular"]
 SIDE_GAP_MM = 8.0
 #: Disc candidates on a sagittal series are kept at least this far apart (mm).
 DISC_GAP_MM = 15.0
+#: Disc-to-disc spacings (mm) the level decoding tries, and how far (log ratio, one standard
+#: deviation) a gap may stray from the spacing: the phantom's spread is 0.08, real spines vary more.
+LEVEL_SPACINGS_MM = np.geomspace(20.0, 60.0, 32)
+GAP_SPREAD = 0.15
 
 
 @dataclass(frozen=True)
@@ -128,14 +132,14 @@ def _level_centres(maps: np.ndarray, geom: geo.SliceGeometry, scale: tuple[float
     """Per level (head to foot), the working-pixel centre ``(row, col)`` of its disc.
 
     Disc candidates are the peaks of the level-agnostic :data:`.localize.DISC` map at least
-    :data:`DISC_GAP_MM` apart; the levels take them in head-to-foot order
-    (:func:`.localize.ordered_assignment`), scored by the disc map there and by each level's own
-    map near it, so two levels never share a disc and their order holds. With fewer candidates
-    than levels, each level's own peak.
+    :data:`DISC_GAP_MM` apart; the levels take them in head-to-foot order, evenly spaced
+    (:func:`.localize.regular_assignment`), scored by the disc map there and by each level's own
+    map near it, so two levels never share a disc, their order holds, and a peak between two
+    discs is not taken for one. With fewer candidates than levels, each level's own peak.
     """
     radius = _px(DISC_GAP_MM, geom, scale)
     levels, disc = maps[:, : len(LEVELS)], maps[:, len(LEVELS) :]
-    found = loc.candidates(disc, radius, 2 * len(LEVELS))
+    found = loc.candidates(disc, radius, 3 * len(LEVELS))
     if len(found) < len(LEVELS):
         own = [levels[:, ch].max(0) for ch in range(len(LEVELS))]
         return [np.unravel_index(int(np.argmax(m)), m.shape) for m in own]
@@ -144,7 +148,9 @@ def _level_centres(maps: np.ndarray, geom: geo.SliceGeometry, scale: tuple[float
         [[loc.value_near(levels[:, ch], r, c, radius) for r, c in found] for ch in range(len(LEVELS))]
     )
     sharp = np.array([loc.value_near(disc[:, 0], r, c, 1.0) for r, c in found])
-    return [found[k] for k in loc.ordered_assignment(np.log(near + 1e-4) + np.log(sharp + 1e-4))]
+    mm = np.array(found, dtype=np.float64) * np.multiply(geom.spacing, scale)
+    scores = np.log(near + 1e-4) + np.log(sharp + 1e-4)
+    return [found[k] for k in loc.regular_assignment(scores, mm, LEVEL_SPACINGS_MM, GAP_SPREAD)]
 
 
 def _locate_spinal(study: StudySeries, models: Localizers) -> dict[tuple[str, str], Spot | None]:
@@ -245,9 +251,9 @@ def study_crops(
     depth: int,
     size: int,
     flip: bool,
-    jitter: Jitter | None = None,
+    move: Jitter | Shift | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Stage 4: ``(crops (25, Z, S, S), valid (25,))`` around ``spots``, each moved by ``jitter`` if given."""
+    """Stage 4: ``(crops (25, Z, S, S), valid (25,))`` around ``spots``, each moved by ``move`` if given."""
     z = 2 * depth + 1
     out = np.zeros((len(LABEL_COLUMNS), z, size, size), dtype=np.float32)
     valid = np.zeros(len(LABEL_COLUMNS), dtype=bool)
@@ -259,11 +265,30 @@ def study_crops(
         order = cr.slice_order(vol, sagittal)
         right = split_label(lab)[0].startswith("right")
         spec = cr.CropSpec(spot.index, spot.row, spot.col, window * spacing_mm / 2, mirror=flip and right)
-        if jitter is not None:
-            spec = jitter.move(spec, order, vol.pixel_spacing)
+        if move is not None:
+            spec = move.move(spec, order, vol.pixel_spacing)
         out[i] = cr.crop(vol, order, spec, depth, size, sagittal)
         valid[i] = True
     return out, valid
+
+
+@dataclass(frozen=True)
+class Shift:
+    """Move each crop in its plane by ``rows_mm`` along the rows and ``cols_mm`` along the columns."""
+
+    rows_mm: float
+    cols_mm: float
+
+    def move(self, spec: cr.CropSpec, order: np.ndarray, spacing: tuple[float, float]) -> cr.CropSpec:
+        """``spec`` moved in its plane (``order`` unused: the slice stays)."""
+        row, col = spec.row + self.rows_mm / spacing[0], spec.col + self.cols_mm / spacing[1]
+        return replace(spec, row=row, col=col)
+
+
+def shifts(mm: float) -> list[Shift]:
+    """Test-time augmentation: the 8 in-plane neighbours ``mm`` away (none for 0)."""
+    steps = (-mm, 0.0, mm)
+    return [Shift(r, c) for r in steps for c in steps if (r, c) != (0.0, 0.0)] if mm > 0 else []
 
 
 @dataclass(frozen=True)
@@ -279,8 +304,6 @@ class Jitter:
         pos = int(np.flatnonzero(order == spec.index)[0]) + int(
             self.rng.integers(-self.slices, self.slices + 1)
         )
-        d_row, d_col = self.rng.uniform(-self.mm, self.mm, size=2)
         index = int(order[np.clip(pos, 0, len(order) - 1)])
-        return cr.CropSpec(
-            index, spec.row + d_row / spacing[0], spec.col + d_col / spacing[1], spec.half_mm, spec.mirror
-        )
+        shift = Shift(*self.rng.uniform(-self.mm, self.mm, size=2))
+        return shift.move(replace(spec, index=index), order, spacing)

@@ -93,6 +93,18 @@ def test_sagittal_slices_are_cropped_in_patient_x_order() -> None:
     np.testing.assert_array_equal(cr.slice_order(vol, sagittal=False), [0, 1, 2, 3])
 
 
+def test_test_time_shifts_are_the_eight_in_plane_neighbours() -> None:
+    from lumbar_bench.approaches.lsdc25d.study import Shift, shifts
+
+    assert shifts(0.0) == []
+    offsets = {(s.rows_mm, s.cols_mm) for s in shifts(1.5)}
+    assert len(offsets) == 8 and (0.0, 0.0) not in offsets
+    assert {abs(v) for o in offsets for v in o} == {0.0, 1.5}
+    spec = cr.CropSpec(3, 10.0, 20.0, half_mm=5.0, mirror=True)
+    moved = Shift(1.5, -3.0).move(spec, np.arange(5), (0.5, 1.5))
+    assert (moved.index, moved.row, moved.col, moved.half_mm, moved.mirror) == (3, 13.0, 18.0, 5.0, True)
+
+
 def test_level_spacing_is_the_median_gap() -> None:
     assert cr.level_spacing(DISCS) == pytest.approx(
         np.median([np.linalg.norm(DISCS[b] - DISCS[a]) for a, b in zip(LEVELS, LEVELS[1:], strict=False)])
@@ -153,8 +165,21 @@ def test_disc_candidates_are_suppressed_peaks_and_levels_take_them_in_order() ->
     assert (near.index, near.row, near.col) == (5, 14.0, 8.0)  # not the higher peak at (2, 8)
     # Level 1's own map prefers candidate 0 like level 0's; order sends it to candidate 1.
     scores = np.log([[0.9, 0.5, 0.1, 0.1], [0.8, 0.6, 0.2, 0.1], [0.1, 0.2, 0.1, 0.9]])
-    assert loc.ordered_assignment(scores) == [0, 1, 3]
-    assert loc.ordered_assignment(np.log([[0.1, 0.2, 0.9], [0.1, 0.9, 0.3]])) == [0, 1]
+    assert loc.ordered_assignment(scores)[0] == [0, 1, 3]
+    assert loc.ordered_assignment(np.log([[0.1, 0.2, 0.9], [0.1, 0.9, 0.3]]))[0] == [0, 1]
+
+
+def test_evenly_spaced_levels_skip_a_strong_peak_between_two_discs() -> None:
+    # Candidates head to foot: discs at 0, 36 mm, a spurious peak at 54, discs at 72, 108, 144
+    # (the five levels' discs are candidates 0, 1, 3, 4, 5) and one more disc below at 180.
+    positions = np.array([[r, 0.0] for r in (0.0, 36.0, 54.0, 72.0, 108.0, 144.0, 180.0)])
+    scores = np.full((len(LEVELS), len(positions)), np.log(0.3))
+    scores[np.arange(len(LEVELS)), [0, 1, 3, 4, 5]] = np.log(0.5)  # each level near its own disc
+    scores[[2, 3, 4], [2, 3, 4]] = np.log(0.9)  # but three level maps like the candidate above
+    plain, _ = loc.ordered_assignment(scores)
+    assert plain == [0, 1, 2, 3, 4]  # the spurious peak takes level 2 and shifts the ones below
+    spacings = np.geomspace(20.0, 60.0, 32)
+    assert loc.regular_assignment(scores, positions, spacings, spread=0.15) == [0, 1, 3, 4, 5]
 
 
 def test_levels_take_the_disc_peaks_head_to_foot_even_when_two_level_maps_agree() -> None:
@@ -245,14 +270,39 @@ def test_grader_training_resumes_from_its_checkpoint(tmp_path: Path) -> None:
     ckpt = tmp_path / "grader.pt"
     torch.manual_seed(0)
     gr.train_grader(
-        gr.Grader("mobilenet_v3_small"), data, schedule, lambda: (1.0, 1.0), ckpt, 0, "cpu", hooks
+        gr.Grader("mobilenet_v3_small"), data, schedule, lambda m: (1.0, 1.0), ckpt, 0, "cpu", hooks
     )
     longer = gr.Schedule(epochs=2, lr=1e-3, studies_per_batch=2, any_weight=1.0, patience=5)
     state = gr.train_grader(
-        gr.Grader("mobilenet_v3_small"), data, longer, lambda: (0.5, 2.0), ckpt, 0, "cpu", hooks
+        gr.Grader("mobilenet_v3_small"), data, longer, lambda m: (0.5, 2.0), ckpt, 0, "cpu", hooks
     )
     assert epochs == [0, 1]  # the second call went on from epoch 1
     assert state["best"] == 0.5 and state["best_epoch"] == 1 and state["temperature"] == 2.0
+
+
+@pytest.mark.slow
+def test_grader_keeps_and_resumes_its_moving_average(tmp_path: Path) -> None:
+    data = _crop_set(n=4, variants=1)
+    hooks = gr.EpochHooks(lambda e, loss, s: None, lambda: False, lambda: None, lambda done: None)
+    seen: list[dict] = []
+
+    def validate(model: torch.nn.Module) -> tuple[float, float]:
+        seen.append({k: v.clone() for k, v in model.state_dict().items()})
+        return 1.0 - 0.1 * len(seen), 1.0
+
+    ckpt, model = tmp_path / "grader.pt", gr.Grader("mobilenet_v3_small")
+    schedule = gr.Schedule(epochs=1, lr=1e-2, studies_per_batch=2, any_weight=1.0, patience=5, ema=0.5)
+    torch.manual_seed(0)
+    state = gr.train_grader(model, data, schedule, validate, ckpt, 0, "cpu", hooks)
+    weights = "head.3.weight"
+    assert not torch.equal(seen[0][weights], model.state_dict()[weights])  # the average was validated
+    assert torch.equal(state["best_state"][weights], seen[0][weights])  # and kept
+    assert torch.equal(state["final_state"][weights], seen[-1][weights])
+    saved = torch.load(ckpt, weights_only=True)
+    assert int(saved["ema"]["n_averaged"]) == 2  # one step per batch of 2 studies
+    longer = gr.Schedule(epochs=2, lr=1e-2, studies_per_batch=2, any_weight=1.0, patience=5, ema=0.5)
+    gr.train_grader(gr.Grader("mobilenet_v3_small"), data, longer, validate, ckpt, 0, "cpu", hooks)
+    assert int(torch.load(ckpt, weights_only=True)["ema"]["n_averaged"]) == 4  # resumed, not restarted
 
 
 def test_localizer_epochs_are_per_series_type() -> None:
