@@ -247,7 +247,7 @@ def train_grader(
         hooks.resumed(state["epoch"] >= schedule.epochs)
     for epoch in range(state["epoch"], schedule.epochs):
         if hooks.over_budget():
-            log.warning("lsdc-2.5d: budget reached before grader epoch %d; keeping the best model", epoch)
+            log.warning("lsdc-2.5d: budget reached before grader epoch %d; keeping the model so far", epoch)
             break
         loss = train_epoch(
             model, opt, train, schedule.studies_per_batch, schedule.any_weight, rng, device, ema
