@@ -272,7 +272,7 @@ def update(request: CheckRequest) -> Baseline:
     digests: set[tuple[str, str]] = set()
     for name in names:
         runs = measure(name, request, data_dir)
-        budget = get_spec(name).budgets.get(SUBSET, (60.0, DEVICE))[0]
+        budget = get_spec(name).budget(SUBSET).minutes
         reason = _unfit(list(runs.values()), budget)
         if reason:
             left_out[name] = reason

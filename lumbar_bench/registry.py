@@ -13,10 +13,15 @@ import importlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from lumbar_bench.budget import Budget
 from lumbar_bench.errors import ConfigError
 
 if TYPE_CHECKING:
     from lumbar_bench.approaches.base import Approach
+
+
+#: The budget (minutes, device) of a subset an approach's spec does not name.
+DEFAULT_BUDGET: tuple[float, str] = (60.0, "cpu")
 
 
 @dataclass(frozen=True)
@@ -28,6 +33,10 @@ class ApproachSpec:
     description: str
     #: Compute budget in minutes per subset, with the device it assumes (e.g. ``(3.0, "cpu")``).
     budgets: dict[str, tuple[float, str]] = field(default_factory=dict)
+
+    def budget(self, subset: str) -> Budget:
+        """The budget on ``subset``; :data:`DEFAULT_BUDGET` where the spec names none."""
+        return Budget(*self.budgets.get(subset, DEFAULT_BUDGET))
 
 
 _REGISTRY: dict[str, ApproachSpec] = {}

@@ -161,8 +161,8 @@ def run(request: RunRequest) -> RunResult:
     cls = get_approach(request.approach)
     config, chash = resolve_config(request.approach, request.subset, request.overrides)
     device = resolve_device(request.device)
-    minutes, budget_device = spec.budgets.get(request.subset, (60.0, "cpu"))
-    budget = Budget(request.budget_minutes or minutes, budget_device)
+    default = spec.budget(request.subset)
+    budget = Budget(request.budget_minutes or default.minutes, default.device)
     workdir = (
         cache_dir
         / "runs"

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from lumbar_bench import datasets, tracking
-from lumbar_bench.budget import Budget
 from lumbar_bench.config import SUBSETS
 from lumbar_bench.errors import ConfigError, LumbarBenchError
 from lumbar_bench.parallel import worker_count
@@ -155,8 +154,8 @@ def plan(request: SweepRequest) -> list[Task]:
     identity = {"subset": request.subset, "split_digest": split.digest, "data_digest": data.data_digest()}
     tasks = []
     for approach in request.approaches:
-        minutes = get_spec(approach).budgets.get(request.subset, (60.0, "cpu"))[0]
-        base = Task(approach, 0, 0, hard_minutes=Budget(minutes, "cpu").hard_seconds / 60, **identity)
+        hard_minutes = get_spec(approach).budget(request.subset).hard_seconds / 60
+        base = Task(approach, 0, 0, hard_minutes=hard_minutes, **identity)
         try:
             base = replace(base, config_hash=resolve_config(approach, request.subset, request.overrides)[1])
         except LumbarBenchError as exc:

@@ -47,3 +47,12 @@ def test_listing_imports_neither_torch_nor_nnunet():
         "assert not heavy, heavy"
     )
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+
+
+def test_a_subset_without_a_budget_gets_the_default() -> None:
+    from lumbar_bench.budget import Budget
+    from lumbar_bench.registry import DEFAULT_BUDGET, ApproachSpec
+
+    spec = ApproachSpec("x", "m:C", "d", budgets={"ci": (3.0, "gpu")})
+    assert spec.budget("ci") == Budget(3.0, "gpu")
+    assert spec.budget("small") == Budget(*DEFAULT_BUDGET) == Budget(60.0, "cpu")
