@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 # never in the user's cache or ./mlflow.db.
 CI_DIR := .ci-work
 
-.PHONY: venv demo test test-fast gate bench bench-full-size lint clean
+.PHONY: venv demo test test-fast gate bench bench-full-size lint clean tracking-server
 
 venv: $(STAMP)
 
@@ -56,6 +56,11 @@ bench-full-size: venv
 	$(BIN)/python -m pytest benchmarks/test_bench_ingest.py -q -k workers --benchmark-autosave \
 		--benchmark-storage .benchmarks/full-size --ingest-studies $(STUDIES) --ingest-size $(SIZE); \
 	status=$$?; $(BIN)/python benchmarks/report.py && exit $$status
+
+# A shared MLflow server for several processes, machines or people: PostgreSQL + mlflow server on
+# 127.0.0.1, data in .tracking-server/ (kept between starts). Prints the --tracking-uri; Ctrl-C stops it.
+tracking-server: venv
+	scripts/tracking-server
 
 lint: venv
 	$(BIN)/ruff check lumbar_bench tests benchmarks scripts

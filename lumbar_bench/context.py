@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lumbar_bench.distributed import DistInfo
+
 log = logging.getLogger(__name__)
 
 MetricLogger = Callable[[str, float, int | None], None]
@@ -85,6 +87,8 @@ class RunContext:
     #: The runner's compute ledger; approaches call :meth:`checkpointed` and :meth:`resumed`.
     on_checkpoint: Callable[[], None] = field(default=_no_checkpoint)
     on_resume: Callable[[bool], float] = field(default=_no_resume)
+    #: This process's place in a torchrun job (one process by default); see :mod:`lumbar_bench.distributed`.
+    dist: DistInfo = field(default_factory=DistInfo)
 
     def budget_left(self) -> float:
         """Seconds until the soft budget; ``inf`` when there is none."""

@@ -10,11 +10,10 @@ cache.
 from __future__ import annotations
 
 import logging
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from lumbar_bench.stage_cache import build_once
 
 if TYPE_CHECKING:
     from lumbar_bench.data.rsna import RSNAData
@@ -44,22 +43,16 @@ def phantom_name() -> str:
 
 
 def ensure_phantom(cache_dir: Path, progress: bool = True) -> Path:
-    """Path of the default phantom, generating it once (atomically) if needed."""
+    """Path of the default phantom, generating it once (atomically, under a file lock) if needed."""
     target = cache_dir / phantom_name()
-    if (target / "phantom.json").exists():
-        return target
-    from lumbar_bench.data.phantom.synth import PhantomConfig, synthesize
 
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    log.info("generating the default phantom into %s (once)", target)
-    tmp = Path(tempfile.mkdtemp(dir=cache_dir, prefix=".phantom-"))
-    try:
+    def build(tmp: Path) -> None:
+        from lumbar_bench.data.phantom.synth import PhantomConfig, synthesize
+
+        log.info("generating the default phantom into %s (once)", target)
         synthesize(tmp, PhantomConfig(**DEFAULT_PHANTOM), progress=progress, workers=0)  # one per CPU
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+
+    build_once(target, "phantom.json", build)
     return target
 
 

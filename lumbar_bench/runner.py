@@ -20,7 +20,7 @@ from typing import Any
 
 import pandas as pd
 
-from lumbar_bench import attempts, datasets, tracking
+from lumbar_bench import attempts, datasets, distributed, tracking
 from lumbar_bench.approaches.base import Approach, FitReport
 from lumbar_bench.budget import Budget, Watchdog
 from lumbar_bench.config import SUBSETS, apply_overrides, config_dict, config_hash
@@ -150,27 +150,48 @@ def resolve_config(approach: str, subset: str, overrides: tuple[str, ...]) -> tu
 
 
 def run(request: RunRequest) -> RunResult:
-    """Run ``request.approach`` on one fold, log it to MLflow and return its metrics."""
+    """Run ``request.approach`` on one fold, log it to MLflow and return its metrics.
+
+    Started by torchrun with several processes (:mod:`lumbar_bench.distributed`), every process
+    calls this: rank 0 runs, tracks and scores as usual, the others join its training (DDP) only,
+    and all of them return rank 0's result.
+    """
     if request.subset not in SUBSETS:
         raise ConfigError(f"--subset {request.subset!r}: choose one of {', '.join(SUBSETS)}")
+    dist = distributed.from_env(resolve_device(request.device))
+    if not dist.enabled:
+        return _run(request, dist)
+    if not get_approach(request.approach).supports_ddp:
+        raise ConfigError(
+            f"{request.approach} does not train under torchrun with {dist.world_size} processes; "
+            "run it as one process (nnU-Net approaches: --set num_gpus=N)"
+        )
+    default = get_spec(request.approach).budget(request.subset)
+    with distributed.process_group(dist, Budget(request.budget_minutes or default.minutes).hard_seconds):
+        result = _run(request, dist) if dist.is_main else _follow(request, dist)
+        return distributed.broadcast_object(dist, result)
+
+
+def _run(request: RunRequest, dist: distributed.DistInfo) -> RunResult:
+    """:func:`run` in the one process, or in rank 0 of several (``dist``)."""
     spec = get_spec(request.approach)
     cache_dir = request.cache_dir or datasets.default_cache_dir()
-    data = datasets.load_data(request.data_dir, cache_dir, progress=request.progress)
-    split, split_source = datasets.resolve_split(data, request.split_path, cache_dir)
+    with distributed.main_first(dist):  # the other ranks read the data caches rank 0 wrote
+        data = datasets.load_data(request.data_dir, cache_dir, progress=request.progress)
+        split, split_source = datasets.resolve_split(data, request.split_path, cache_dir)
     train_ids, eval_ids = _select_studies(data, split, request)
     cls = get_approach(request.approach)
     config, chash = resolve_config(request.approach, request.subset, request.overrides)
     device = resolve_device(request.device)
     default = spec.budget(request.subset)
     budget = Budget(request.budget_minutes or default.minutes, default.device)
-    workdir = (
-        cache_dir
-        / "runs"
-        / (f"{request.approach}-{chash}-{split.digest[:8]}-f{request.fold}-{request.subset}-s{request.seed}")
-    )
+    workdir = _workdir(cache_dir, request, chash, split.digest, dist.world_size)
     workdir.mkdir(parents=True, exist_ok=True)
     tags, params = _provenance(request, chash, split, split_source, data, device, budget, config)
     params.update({"n_train_studies": len(train_ids), "n_eval_studies": len(eval_ids)})
+    params["world_size"] = dist.world_size
+    if dist.enabled:
+        tags.update(world_size=dist.world_size, distributed_backend=dist.backend)
     run_name = f"{request.approach}-f{request.fold}-{request.subset}"
     sweep = _sweep_parent(request, tags)
     with (
@@ -203,11 +224,47 @@ def run(request: RunRequest) -> RunResult:
                 cache_dir,
                 trun,
                 claim,
+                dist,
             )
         _log_model(approach, request, config, workdir / "model", trun, metrics, evaluated)
     return RunResult(
         trun.run_id, request.approach, request.fold, request.subset, chash, split.digest, metrics
     )
+
+
+def _workdir(cache_dir: Path, request: RunRequest, chash: str, split_digest: str, world_size: int) -> Path:
+    """The run's work directory, keyed by approach, config, split, fold, subset, seed and world size.
+
+    A checkpoint written by one number of torchrun processes never resumes another.
+    """
+    key = f"{request.approach}-{chash}-{split_digest[:8]}-f{request.fold}-{request.subset}-s{request.seed}"
+    return cache_dir / "runs" / (key if world_size == 1 else f"{key}-w{world_size}")
+
+
+def _follow(request: RunRequest, dist: distributed.DistInfo) -> None:
+    """A rank other than 0 of a torchrun job: the same data, split, config and work directory; fit only.
+
+    It tracks nothing and writes nothing: rank 0 owns the MLflow run, the checkpoints and the
+    caches, and alone predicts and scores.
+    """
+    cache_dir = request.cache_dir or datasets.default_cache_dir()
+    with distributed.main_first(dist):
+        data = datasets.load_data(request.data_dir, cache_dir, progress=False)
+        split, _ = datasets.resolve_split(data, request.split_path, cache_dir)
+    train_ids, _ = _select_studies(data, split, request)
+    config, chash = resolve_config(request.approach, request.subset, request.overrides)
+    seed_everything(request.seed)
+    ctx = RunContext(
+        workdir=_workdir(cache_dir, request, chash, split.digest, dist.world_size),
+        cache_dir=cache_dir,
+        device=resolve_device(request.device),
+        seed=request.seed,
+        subset=request.subset,
+        dist=dist,
+    )
+    with _torch_threads(request.threads):
+        get_approach(request.approach)(config).fit(data, train_ids, ctx)
+    log.info("rank %d: training done; rank 0 predicts and scores", dist.rank)
 
 
 def _provenance(
@@ -276,6 +333,7 @@ def _fit_and_evaluate(
     cache_dir: Path,
     trun: tracking.TrackedRun,
     claim: attempts.Claim,
+    dist: distributed.DistInfo,
 ) -> tuple[dict[str, float], Approach]:
     """Fit on ``train_ids``, predict ``eval_ids``, then score and log; returns the metrics and the model.
 
@@ -297,6 +355,7 @@ def _fit_and_evaluate(
         nested_run=lambda name: tracking.tracked_run(trun.uri, request.experiment, name, parent=trun),
         on_checkpoint=claim.checkpointed,
         on_resume=claim.resumed,
+        dist=dist,
     )
     approach = cls(config)
     claim.start_fit()

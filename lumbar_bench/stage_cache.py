@@ -4,6 +4,9 @@ The hash covers the stage's config and a description of its inputs, so approache
 share a stage (``nnunet-raw`` and ``nnunet-qc`` share the vertebra U-Net and the
 pseudo-masks) reuse one output. A stage is built into a temporary folder and moved into
 place with :func:`os.replace`, so an interrupted build is never mistaken for a result.
+Builders hold a file lock beside the target while they build, so parallel tasks of a sweep
+(other processes, other nodes on a shared filesystem) that need the same output wait for the
+first one and read its result instead of building it again.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from filelock import FileLock, Timeout
 
 log = logging.getLogger(__name__)
 
@@ -44,22 +49,48 @@ class StageResult:
 def cached_stage(cache_dir: Path, stage: str, payload: Any, build: Callable[[Path], None]) -> StageResult:
     """Return the cached output of ``stage`` for ``payload``; build it with ``build(tmp)`` if absent."""
     key = stage_key({"stage": stage, "payload": payload})
-    root = Path(cache_dir) / "stages"
-    target = root / f"{stage}-{key}"
-    if (target / DONE).exists():
-        log.info("stage %s: cache hit (%s)", stage, target.name)
-        return StageResult(target, key, True, 0.0)
-    root.mkdir(parents=True, exist_ok=True)
+    target = Path(cache_dir) / "stages" / f"{stage}-{key}"
     t0 = time.monotonic()
-    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{stage}-"))
-    try:
+
+    def build_marked(tmp: Path) -> None:
         build(tmp)
         (tmp / DONE).write_text(json.dumps({"stage": stage, "key": key, "payload": payload}, default=str))
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
+
+    built = build_once(target, DONE, build_marked)
+    seconds = time.monotonic() - t0 if built else 0.0
+    if built:
+        log.info("stage %s: built %s in %.1f s", stage, target.name, seconds)
+    else:
+        log.info("stage %s: cache hit (%s)", stage, target.name)
+    return StageResult(target, key, not built, seconds)
+
+
+def build_once(target: Path, marker: str, build: Callable[[Path], None]) -> bool:
+    """Make the folder ``target`` with ``build(tmp)`` unless ``target/marker`` exists; True if built here.
+
+    The build runs in a temporary sibling folder that is renamed into place, under a file lock
+    (``<target>.lock``), so an interrupted build leaves nothing and concurrent callers build once.
+    """
+    if (target / marker).exists():
+        return False
+    target.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(target.parent / f"{target.name}.lock")
+    try:
+        lock.acquire(blocking=False)
+    except Timeout:
+        log.info("waiting for another process to build %s", target.name)
+        lock.acquire()
+    try:
+        if (target / marker).exists():  # built by the process we waited for
+            return False
+        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
+        try:
+            build(tmp)
+            if target.exists():  # a leftover without its marker: never a result
+                shutil.rmtree(target)
+            os.replace(tmp, target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    seconds = time.monotonic() - t0
-    log.info("stage %s: built %s in %.1f s", stage, target.name, seconds)
-    return StageResult(target, key, False, seconds)
+        lock.release()
+    return True

@@ -59,6 +59,9 @@ class SweepRequest:
     #: CPU cores (and torch threads) per task; 0: the cores shared out over ``max_parallel`` tasks.
     cpus_per_task: int = 0
     mem_gb: float | None = None
+    #: Every task's job time limit in minutes (SLURM ``--time``); 0: its hard budget plus
+    #: :data:`JOB_MARGIN_MIN`. A job past its limit ends FAILED with reason ``budget``.
+    time_limit_min: int = 0
     #: Where submitit keeps its job files and logs (default: ``<cache>/sweeps``).
     folder: Path | None = None
     n_boot: int = 1000
@@ -202,12 +205,14 @@ def describe(tasks: list[Task]) -> str:
 def run_task(request: RunRequest) -> Outcome:
     """Run one task in a worker; an error becomes a FAILED outcome (the runner has failed its run)."""
     from lumbar_bench.runner import run
+    from lumbar_bench.slurm_state import TimeLimitReached, time_limit_as_budget
 
     task = Task(request.approach, request.fold, request.seed, request.subset)
     t0 = time.monotonic()
     try:
-        result = run(request)
-    except Exception as exc:  # noqa: BLE001 - a failed task must not stop the sweep
+        with time_limit_as_budget():
+            result = run(request)
+    except (Exception, TimeLimitReached) as exc:  # noqa: BLE001 - a failed task must not stop the sweep
         log.exception("%s failed", task.label)
         reason = getattr(exc, "reason", None) or type(exc).__name__
         return Outcome(task, "FAILED", reason=reason, message=str(exc)[:500], seconds=time.monotonic() - t0)
@@ -241,9 +246,9 @@ def make_executor(request: SweepRequest, folder: Path, threads: int) -> Any:
     return executor
 
 
-def time_limit_min(task: Task) -> int:
-    """A task's job time limit in minutes (SLURM ``--time``): its hard budget plus a margin for setup."""
-    return math.ceil(task.hard_minutes) + JOB_MARGIN_MIN
+def time_limit_min(task: Task, override: int = 0) -> int:
+    """A task's job time limit in minutes (SLURM ``--time``): ``override``, else hard budget plus margin."""
+    return override or math.ceil(task.hard_minutes) + JOB_MARGIN_MIN
 
 
 def run_request(request: SweepRequest, task: Task, sweep_run_id: str, threads: int) -> RunRequest:
@@ -347,13 +352,17 @@ def _fan_out(
         return outcomes
     cache_dir = request.cache_dir or datasets.default_cache_dir()
     executor = make_executor(request, request.folder or cache_dir / "sweeps", threads)
+    watcher = _state_watcher(request)
     pending, running = list(todo), {}
     try:
         while pending or running:
             while pending and len(running) < at_once:
                 task = pending.pop(0)
-                executor.update_parameters(timeout_min=time_limit_min(task))
-                running[executor.submit(run_task, run_request(request, task, sweep_id, threads))] = task
+                executor.update_parameters(timeout_min=time_limit_min(task, request.time_limit_min))
+                job = executor.submit(run_task, run_request(request, task, sweep_id, threads))
+                running[job] = task
+                if watcher is not None:
+                    watcher.adopt(job)
             ended = [job for job in running if job.done()]
             for job in ended:
                 outcomes.append(_collect(request, sweep_id, job, running.pop(job)))
@@ -365,6 +374,15 @@ def _fan_out(
             job.cancel(check=False)
         raise
     return outcomes
+
+
+def _state_watcher(request: SweepRequest) -> Any:
+    """For ``slurm``, a job-state watcher that works without SLURM accounting; None otherwise."""
+    if request.executor != "slurm":
+        return None
+    from lumbar_bench import slurm_state
+
+    return slurm_state.JobStateWatcher(slurm_state.has_accounting())
 
 
 def _collect(request: SweepRequest, sweep_id: str, job: Any, task: Task) -> Outcome:

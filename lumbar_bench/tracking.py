@@ -9,6 +9,7 @@ module sees an MLflow entity or a filter string.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import math
@@ -17,7 +18,7 @@ import tempfile
 import traceback
 import warnings
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -227,7 +228,11 @@ class TrackedRun:
 
     def finish(self, status: str = "FINISHED") -> None:
         """Mark the run ended with ``status`` (FINISHED, FAILED or KILLED)."""
-        self._client.set_terminated(self.run_id, status=status)
+        # against a server, MLflow prints the run's link on stdout, which is the CLI's (--json, csv)
+        with redirect_stdout(io.StringIO()) as printed:
+            self._client.set_terminated(self.run_id, status=status)
+        if printed.getvalue():
+            log.debug("%s", printed.getvalue().strip())
 
     def fail(self, reason: str, exc: BaseException | None = None) -> None:
         """Mark the run FAILED, recording why in tags and a ``failure.txt`` artifact."""
@@ -441,6 +446,18 @@ def absolute_uri(uri: str) -> str:
     return "sqlite:///" + str(Path(uri.removeprefix("sqlite:///")).resolve())
 
 
+def is_server(uri: str) -> bool:
+    """True for a tracking server's URI (``http://`` or ``https://``), False for a local store."""
+    return uri.startswith(("http://", "https://"))
+
+
+def ui_link(uri: str, path: str) -> str:
+    """Where to open ``path`` of the MLflow UI for store ``uri``: the server itself, or ``mlflow ui``."""
+    if is_server(uri):
+        return uri.rstrip("/") + path
+    return f"in `mlflow ui --backend-store-uri {uri}`: http://127.0.0.1:5000{path}"
+
+
 def run_status(uri: str, run_id: str) -> str | None:
     """Status of run ``run_id`` (RUNNING, FINISHED, FAILED, KILLED); None if the store or run is gone."""
     from mlflow.exceptions import MlflowException
@@ -474,7 +491,8 @@ def local_artifact(uri: str, run_id: str, path: str, dst: Path) -> Path:
     from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
     from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
 
-    repo = get_artifact_repository(get_run(uri, run_id).artifact_uri)
+    # the tracking URI resolves a server's ``mlflow-artifacts:/`` locations (else: the process-global one)
+    repo = get_artifact_repository(get_run(uri, run_id).artifact_uri, tracking_uri=uri)
     if isinstance(repo, LocalArtifactRepository):
         local = Path(repo.download_artifacts(path))
         if not local.exists():

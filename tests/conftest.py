@@ -13,6 +13,9 @@ if TYPE_CHECKING:
     from lumbar_bench.baseline import Baseline
     from lumbar_bench.check import CheckRequest, Verdict
 
+#: Session fixtures of real services, one module each (tests/fixtures/).
+pytest_plugins = ["tests.fixtures.tracking_server", "tests.fixtures.slurm"]
+
 TINY = {"studies": 30, "size": 64, "seed": 3}
 REPO = Path(__file__).resolve().parents[1]
 BASELINE = REPO / "baselines" / "ci.json"

@@ -88,6 +88,9 @@ class Approach(abc.ABC):
 
     name: ClassVar[str]
     Config: ClassVar[type]
+    #: Trains with torch DDP when started by torchrun with several processes (``ctx.dist``);
+    #: the runner refuses a multi-process run of an approach without it.
+    supports_ddp: ClassVar[bool] = False
     #: What the last :meth:`predict` measured; a subclass that measures something sets it there.
     _predict_report: FitReport = FitReport()
 

@@ -25,12 +25,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lumbar_bench import distributed
 from lumbar_bench.approaches.base import Approach, FitReport
 from lumbar_bench.config import config_hash
 from lumbar_bench.constants import LABEL_COLUMNS, PROB_COLUMNS, SERIES_TYPES, SEVERITY_WEIGHTS, row_id
 from lumbar_bench.context import RunContext
 from lumbar_bench.data.dicom import sagittal_side
 from lumbar_bench.data.rsna import RSNAData
+from lumbar_bench.distributed import DistInfo
 from lumbar_bench.errors import DataError
 from lumbar_bench.metrics.score import score_arrays
 from lumbar_bench.progress import progress_bar
@@ -126,21 +128,27 @@ def fit_temperature(logits: torch.Tensor, codes: np.ndarray) -> float:
     return best_temperature(lambda t: score_arrays(codes, torch.softmax(logits / t, -1).numpy()).score)
 
 
-def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+def _jitter(n: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
+    """Random affine and intensity parameters of :func:`_augment` for ``n`` studies (drawn from ``gen``)."""
+    return {
+        "angle": (torch.rand(n, generator=gen) - 0.5) * 0.26,  # +/- 7.5 degrees
+        "scale": 1 + (torch.rand(n, generator=gen) - 0.5) * 0.2,
+        "shift": (torch.rand(n, 2, generator=gen) - 0.5) * 0.16,
+        "gain": 1 + (torch.rand(n, 1, 1, 1, generator=gen) - 0.5) * 0.3,
+        "bias": (torch.rand(n, 1, 1, 1, generator=gen) - 0.5) * 0.1,
+    }
+
+
+def _augment(x: torch.Tensor, jitter: dict[str, torch.Tensor]) -> torch.Tensor:
     """Small random affine and intensity jitter, the same for every channel of a study; no flips."""
-    n = x.shape[0]
-    angle = (torch.rand(n, generator=gen) - 0.5) * 0.26  # +/- 7.5 degrees
-    scale = 1 + (torch.rand(n, generator=gen) - 0.5) * 0.2
-    shift = (torch.rand(n, 2, generator=gen) - 0.5) * 0.16
+    angle, scale, shift = jitter["angle"], jitter["scale"], jitter["shift"]
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
     theta = torch.stack(
         [torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1
     )
     grid = F.affine_grid(theta.to(x), list(x.shape), align_corners=False)
     x = F.grid_sample(x, grid, align_corners=False, padding_mode="zeros")
-    gain = 1 + (torch.rand(n, 1, 1, 1, generator=gen) - 0.5) * 0.3
-    bias = (torch.rand(n, 1, 1, 1, generator=gen) - 0.5) * 0.1
-    return x * gain.to(x) + bias.to(x)
+    return x * jitter["gain"].to(x) + jitter["bias"].to(x)
 
 
 def _atomic_save(obj: dict, path: Path) -> None:
@@ -154,6 +162,7 @@ class ResNet18Approach(Approach):
 
     name = "resnet18"
     Config = ResNet18Config
+    supports_ddp = True
 
     def __init__(self, config: ResNet18Config) -> None:
         super().__init__(config)
@@ -169,13 +178,18 @@ class ResNet18Approach(Approach):
         return torch.from_numpy(np.stack(arrays)) if arrays else torch.zeros(0)
 
     def fit(self, data: RSNAData, study_ids: Sequence[int], ctx: RunContext) -> FitReport:
-        """Train with early stopping on an inner validation part; resumes from ``ctx.workdir``."""
-        cfg, device = self.config, torch.device(ctx.device)
+        """Train with early stopping on an inner validation part; resumes from ``ctx.workdir``.
+
+        Under torchrun (``ctx.dist``) every rank trains the DDP-wrapped model on its shard of each
+        batch; rank 0 alone validates, checkpoints and decides when all ranks stop.
+        """
+        cfg, device, dist = self.config, torch.device(ctx.device), ctx.dist
         torch.manual_seed(ctx.seed)
         n_val = max(1, round(len(study_ids) * cfg.val_fraction))
         val_ids = subset_studies(list(study_ids), n_val)
         train_ids = [s for s in study_ids if s not in set(val_ids)]
-        x_tr, x_val = self._inputs(data, train_ids, ctx, "train"), self._inputs(data, val_ids, ctx, "val")
+        x_tr = self._inputs(data, train_ids, ctx, "train")
+        x_val = self._inputs(data, val_ids if dist.is_main else [], ctx, "val")
         y_tr = torch.tensor(data.labels.loc[train_ids, list(LABEL_COLUMNS)].to_numpy(np.int64))
         y_val = data.labels.loc[val_ids, list(LABEL_COLUMNS)].to_numpy(np.int64)
         model = self.model.to(device)
@@ -184,6 +198,8 @@ class ResNet18Approach(Approach):
         ckpt_path = ctx.workdir / "checkpoint_latest.pt"
         gen = torch.Generator().manual_seed(ctx.seed)
         state = self._resume(ckpt_path, opt, sched, gen, ctx)
+        distributed.barrier(dist)  # every rank has read the checkpoint before rank 0 writes the next
+        trained = distributed.wrap(model, dist, ctx.device)
         loss_fn = nn.CrossEntropyLoss(
             weight=torch.tensor(SEVERITY_WEIGHTS, device=device),
             ignore_index=-1,
@@ -191,29 +207,38 @@ class ResNet18Approach(Approach):
         )
         t0 = time.monotonic() - state["elapsed"]
         for epoch in range(cfg.epochs if state["done"] else state["epoch"], cfg.epochs):
-            if ctx.over_budget():
+            if distributed.agree(dist, ctx.over_budget()):
                 log.warning("resnet18: soft budget reached before epoch %d; keeping the best model", epoch)
                 break
-            train_loss = self._train_epoch(model, opt, loss_fn, x_tr, y_tr, gen, device)
+            train_loss = self._train_epoch(trained, opt, loss_fn, x_tr, y_tr, gen, device, dist)
             sched.step()
-            val_score, temperature = self._validate(x_val, y_val, device)
-            self._log_epoch(ctx, epoch, train_loss, val_score, temperature)
-            if val_score < state["best"]:
-                state.update(
-                    best=val_score,
-                    best_epoch=epoch,
-                    time_to_best=time.monotonic() - t0,
-                    temperature=temperature,
-                    best_state={k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-                )
-            stop = epoch - state["best_epoch"] >= cfg.patience
-            state.update(epoch=epoch + 1, elapsed=time.monotonic() - t0, done=stop or epoch + 1 >= cfg.epochs)
-            self._checkpoint(ckpt_path, opt, sched, gen, state)
-            ctx.checkpointed()
-            if stop:
+            stop = False
+            if dist.is_main:
+                val_score, temperature = self._validate(x_val, y_val, device)
+                self._log_epoch(ctx, epoch, train_loss, val_score, temperature)
+                stop = self._epoch_done(state, epoch, val_score, temperature, time.monotonic() - t0)
+                self._checkpoint(ckpt_path, opt, sched, gen, state)
+                ctx.checkpointed()
+            if distributed.agree(dist, stop):
                 log.info("resnet18: early stop at epoch %d (best %d)", epoch, state["best_epoch"])
                 break
         return self._keep_best(state)
+
+    def _epoch_done(
+        self, state: dict, epoch: int, val_score: float, temperature: float, elapsed: float
+    ) -> bool:
+        """Record ``epoch`` in ``state`` (keeping the best weights so far); True when training should stop."""
+        if val_score < state["best"]:
+            state.update(
+                best=val_score,
+                best_epoch=epoch,
+                time_to_best=elapsed,
+                temperature=temperature,
+                best_state={k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
+            )
+        stop = epoch - state["best_epoch"] >= self.config.patience
+        state.update(epoch=epoch + 1, elapsed=elapsed, done=stop or epoch + 1 >= self.config.epochs)
+        return stop
 
     @staticmethod
     def _log_epoch(
@@ -300,23 +325,38 @@ class ResNet18Approach(Approach):
         y: torch.Tensor,
         gen: torch.Generator,
         device: torch.device,
+        dist: DistInfo,
     ) -> float:
+        """One epoch in shuffled batches; the mean training loss (over every rank's samples).
+
+        Every rank draws the same order and augmentation from ``gen`` and trains on its shard of
+        each batch (:meth:`DistInfo.shard`), so the ranks' batches of one step together are the
+        1-process batch; a last batch smaller than the world size is skipped.
+        """
         model.train()
         order = torch.randperm(len(x), generator=gen)
         total, seen = 0.0, 0
         for i in range(0, len(x), self.config.batch_size):
-            idx = order[i : i + self.config.batch_size]
+            batch = order[i : i + self.config.batch_size]
+            if len(batch) < dist.world_size:
+                continue
+            jitter = _jitter(len(batch), gen) if self.config.augment else None
+            idx = dist.shard(batch)
             xb = x[idx].to(device, torch.float32)
-            if self.config.augment:
-                xb = _augment(xb, gen)
+            if jitter is not None:
+                xb = _augment(xb, {k: dist.shard(v) for k, v in jitter.items()})
             yb = y[idx].to(device)
             logits = model(xb).view(-1, N_LABELS, 3)
             loss = loss_fn(logits.reshape(-1, 3), yb.reshape(-1))
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            if dist.enabled:
+                (loss * distributed.shard_weight(dist, len(idx), len(batch))).backward()
+            else:
+                loss.backward()
             opt.step()
             total += float(loss.detach()) * len(idx)
             seen += len(idx)
+        total, seen = distributed.sum_over_ranks(dist, [total, seen])
         return total / max(seen, 1)
 
     @torch.no_grad()

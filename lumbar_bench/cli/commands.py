@@ -112,6 +112,7 @@ def _score(args: argparse.Namespace) -> int:
 
 @handler("run")
 def _run(args: argparse.Namespace) -> int:
+    from lumbar_bench import distributed
     from lumbar_bench.runner import RunRequest, run
 
     result = run(
@@ -133,6 +134,8 @@ def _run(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
         )
     )
+    if not distributed.from_env().is_main:
+        return 0  # under torchrun, rank 0 alone reports
     if args.json:
         print(json.dumps(result.as_dict()))
     else:
@@ -177,6 +180,7 @@ def _sweep(args: argparse.Namespace) -> int:
         gpus_per_task=args.gpus_per_task,
         cpus_per_task=args.cpus_per_task,
         mem_gb=args.mem_gb,
+        time_limit_min=args.time_limit_min,
         n_boot=args.bootstrap,
     )
     if args.dry_run:
@@ -216,6 +220,7 @@ def _predict(args: argparse.Namespace) -> int:
 @handler("leaderboard")
 def _leaderboard(args: argparse.Namespace) -> int:
     from lumbar_bench import leaderboard as lb
+    from lumbar_bench import tracking
 
     request = lb.BoardRequest(
         tracking_uri=args.tracking_uri,
@@ -237,10 +242,7 @@ def _leaderboard(args: argparse.Namespace) -> int:
         print(text, end="" if text.endswith("\n") else "\n")
     log.info("board %s: %s; logged as run %s", board.board_id, paths["md"].parent, run_id)
     view = lb.share_view(board, args.tracking_uri)
-    print(
-        f"in `mlflow ui --backend-store-uri {args.tracking_uri}`: http://127.0.0.1:5000{view}",
-        file=sys.stderr,
-    )
+    print(tracking.ui_link(args.tracking_uri, view), file=sys.stderr)
     if args.register:
         version, run = lb.register_top(board, args.tracking_uri, args.register)
         print(

@@ -201,6 +201,12 @@ def _add_sweep(subs: argparse._SubParsersAction) -> None:
         "--cpus-per-task", type=int, default=0, help="cores and torch threads per task (default: a share)"
     )
     p.add_argument("--mem-gb", type=float, default=None)
+    p.add_argument(
+        "--time-limit-min",
+        type=int,
+        default=0,
+        help="each job's time limit in minutes (SLURM --time; default: the hard budget + 10)",
+    )
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples of the final board")
     p.add_argument("--dry-run", action="store_true", help="list the tasks and which would be skipped")
     _tracking(p)

@@ -25,6 +25,7 @@ import pandas as pd
 import torch
 from scipy.special import softmax
 
+from lumbar_bench import distributed
 from lumbar_bench.approaches.base import Approach, FitReport, ReportBuilder
 from lumbar_bench.approaches.lsdc25d import evaluate as ev
 from lumbar_bench.approaches.lsdc25d import grader as gr
@@ -148,6 +149,7 @@ class Lsdc25dApproach(Approach):
 
     name = "lsdc-2.5d"
     Config = Lsdc25dConfig
+    supports_ddp = True
 
     def __init__(self, config: Lsdc25dConfig) -> None:
         super().__init__(config)
@@ -178,7 +180,7 @@ class Lsdc25dApproach(Approach):
         report.seconds("read", time.monotonic() - t0)
         self._fit_localizers(data, train_ids, studies, truths, ctx, report)
         t0 = time.monotonic()
-        val = self._found_set(data, val_ids, studies, ctx)
+        val = self._found_set(data, val_ids, studies, ctx) if ctx.dist.is_main else None  # rank 0 validates
         train = self._truth_set(data, train_ids, studies, truths, ctx.seed)
         report.seconds("crops", time.monotonic() - t0)
         if cfg.noise_filter:
@@ -215,7 +217,8 @@ class Lsdc25dApproach(Approach):
                 states[desc] = model.state_dict()
             torch.save({"states": states, "losses": losses}, out / "localizers.pt")
 
-        stage = cached_stage(ctx.cache_dir, "lsdc25d-localizers", payload, build)
+        with distributed.main_first(ctx.dist):  # rank 0 trains them, the other ranks read its cache
+            stage = cached_stage(ctx.cache_dir, "lsdc25d-localizers", payload, build)
         self._localizer_key = stage.key
         report.seconds("localizers", stage.seconds)
         saved = torch.load(stage.path / "localizers.pt", map_location="cpu", weights_only=True)
@@ -291,7 +294,7 @@ class Lsdc25dApproach(Approach):
             )
         return score_arrays(val.labels, self._probs(logits, val.valid, temperature)).score, temperature
 
-    def _fit_grader(self, train: gr.CropSet, val: gr.CropSet, ctx: RunContext) -> FitReport:
+    def _fit_grader(self, train: gr.CropSet, val: gr.CropSet | None, ctx: RunContext) -> FitReport:
         t0 = time.monotonic()
         self.grader.to(ctx.device)
 
@@ -311,7 +314,10 @@ class Lsdc25dApproach(Approach):
             ctx.device,
             hooks,
             key=f"{config_hash(self.name, self.config)}-{self._localizer_key}-d{loc.DECODE_VERSION}",
+            dist=ctx.dist,
         )
+        if not ctx.dist.is_main:
+            return FitReport()
         kept = state["best_state"] if self.config.keep_best else state["final_state"]
         if kept is not None:
             self.grader.load_state_dict(kept)

@@ -22,7 +22,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from lumbar_bench import distributed
 from lumbar_bench.constants import LABEL_COLUMNS, LEVELS, SCORE_GROUPS, SEVERITY_WEIGHTS, split_label
+from lumbar_bench.distributed import DistInfo
 from lumbar_bench.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -143,7 +145,7 @@ def grading_loss(
 
 
 def train_epoch(
-    model: Grader,
+    model: nn.Module,
     opt: torch.optim.Optimizer,
     data: CropSet,
     studies_per_batch: int,
@@ -151,28 +153,52 @@ def train_epoch(
     rng: np.random.Generator,
     device: str,
     ema: AveragedModel | None = None,
+    dist: DistInfo = DistInfo(),  # noqa: B008 (frozen, immutable)
 ) -> float:
     """One epoch over ``data`` in shuffled batches of whole studies, a random variant per crop.
 
-    ``ema``, if given, is updated after every step.
+    ``ema``, if given, is updated after every step. Under torchrun (``dist``) ``model`` is the
+    DDP-wrapped grader; every rank draws the same order and variants and trains on its shard of
+    each batch's studies (see :meth:`~lumbar_bench.distributed.DistInfo.shard`).
     """
     model.train()
     order = rng.permutation(data.valid.shape[0])
     total, seen = 0.0, 0
     for start in range(0, len(order), studies_per_batch):
-        studies = order[start : start + studies_per_batch]
-        variants = rng.integers(0, data.crops.shape[0], size=len(studies))
-        crops, group, level, labels, flat = (t.to(device) for t in data.batch(studies, variants))
-        if not len(crops):
+        batch = order[start : start + studies_per_batch]
+        variants = rng.integers(0, data.crops.shape[0], size=len(batch))
+        if len(batch) < dist.world_size or not data.valid[batch].any():  # every rank skips alike
             continue
-        loss = grading_loss(model(crops, group, level), labels, flat, len(studies), any_weight)
+        studies = dist.shard(batch)
+        crops, group, level, labels, flat = (t.to(device) for t in data.batch(studies, dist.shard(variants)))
+        loss = _step_loss(model, (crops, group, level, labels, flat), len(studies), any_weight)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        if dist.enabled:
+            (loss * distributed.shard_weight(dist, len(studies), len(batch))).backward()
+        else:
+            loss.backward()
         opt.step()
         if ema is not None:
-            ema.update_parameters(model)
+            ema.update_parameters(getattr(model, "module", model))
         total, seen = total + float(loss.detach()) * len(studies), seen + len(studies)
+    total, seen = distributed.sum_over_ranks(dist, [total, seen])
     return total / max(seen, 1)
+
+
+def _step_loss(
+    model: nn.Module, batch: tuple[torch.Tensor, ...], n_studies: int, any_weight: float
+) -> torch.Tensor:
+    """:func:`grading_loss` of one batch; zero (through the model, so DDP still averages) without crops.
+
+    Only a DDP rank whose shard has no crop at all gets here with an empty batch: it must still
+    run the model once for the gradient exchange of the step.
+    """
+    crops, group, level, labels, flat = batch
+    if len(crops):
+        return grading_loss(model(crops, group, level), labels, flat, n_studies, any_weight)
+    blank = torch.zeros((1, *crops.shape[1:]), dtype=crops.dtype, device=crops.device)
+    zero = torch.zeros(1, dtype=torch.long, device=crops.device)
+    return model(blank, zero, zero).sum() * 0.0
 
 
 @torch.no_grad()
@@ -222,6 +248,7 @@ def train_grader(
     device: str,
     hooks: EpochHooks,
     key: str = "",
+    dist: DistInfo = DistInfo(),  # noqa: B008 (frozen, immutable)
 ) -> dict:
     """Train, validating each epoch with ``validate(model)`` (score, temperature); resumable.
 
@@ -230,7 +257,8 @@ def train_grader(
     epochs without a better score.
 
     ``key`` names what the training depends on (config, localisers); a checkpoint written under
-    another key is ignored.
+    another key is ignored. Under torchrun (``dist``) every rank trains the DDP-wrapped grader on
+    its shard of each batch; rank 0 alone validates, checkpoints and decides when all ranks stop.
 
     Returns the training state: ``best`` score, ``best_epoch``, ``best_state`` (its weights),
     ``temperature``, and ``final_state`` (the weights at the end). After every epoch the whole
@@ -243,25 +271,30 @@ def train_grader(
     kept = model if ema is None else ema.module
     parts = {"model": model, "opt": opt, "sched": sched, **({} if ema is None else {"ema": ema})}
     state = _resume(checkpoint, key, parts, rng) or _fresh_state()
+    distributed.barrier(dist)  # every rank has read the checkpoint before rank 0 writes the next
+    trained = distributed.wrap(model, dist, device)
     if state["epoch"]:
         hooks.resumed(state["epoch"] >= schedule.epochs)
     for epoch in range(state["epoch"], schedule.epochs):
-        if hooks.over_budget():
+        if distributed.agree(dist, hooks.over_budget()):
             log.warning("lsdc-2.5d: budget reached before grader epoch %d; keeping the model so far", epoch)
             break
         loss = train_epoch(
-            model, opt, train, schedule.studies_per_batch, schedule.any_weight, rng, device, ema
+            trained, opt, train, schedule.studies_per_batch, schedule.any_weight, rng, device, ema, dist
         )
         sched.step()
-        score, temperature = validate(kept)
-        hooks.epoch(epoch, loss, score)
-        if score < state["best"]:
-            state.update(best=score, best_epoch=epoch, best_state=_weights(kept), temperature=temperature)
-        state["epoch"] = epoch + 1
-        saved = {name: part.state_dict() for name, part in parts.items()}
-        _atomic_save({**saved, "rng": rng.bit_generator.state, "key": key, **state}, checkpoint)
-        hooks.checkpointed()
-        if epoch - state["best_epoch"] >= schedule.patience:
+        stop = False
+        if dist.is_main:
+            score, temperature = validate(kept)
+            hooks.epoch(epoch, loss, score)
+            if score < state["best"]:
+                state.update(best=score, best_epoch=epoch, best_state=_weights(kept), temperature=temperature)
+            state["epoch"] = epoch + 1
+            saved = {name: part.state_dict() for name, part in parts.items()}
+            _atomic_save({**saved, "rng": rng.bit_generator.state, "key": key, **state}, checkpoint)
+            hooks.checkpointed()
+            stop = epoch - state["best_epoch"] >= schedule.patience
+        if distributed.agree(dist, stop):
             log.info("lsdc-2.5d: grader stops early at epoch %d (best %d)", epoch, state["best_epoch"])
             break
     return {**state, "final_state": _weights(kept)}

@@ -87,6 +87,8 @@ class NnUNetConfig:
     overlays: int = 4
     #: torch threads while fitting and predicting (0 = leave as is; 1 avoids oversubscribing a shared CPU).
     threads: int = 0
+    #: GPUs each nnU-Net trains on; more than 1 hands training to nnU-Net's own DDP (needs that many GPUs).
+    num_gpus: int = 1
 
     @classmethod
     def for_subset(cls, subset: str) -> NnUNetConfig:
@@ -211,8 +213,10 @@ class NnUNetApproach(Approach):
     # ------------------------------------------------------------------ fit
     def fit(self, data, study_ids: Sequence[int], ctx: RunContext) -> FitReport:  # noqa: ANN001
         """Run every stage on the training studies; only ``study_ids`` are ever looked at."""
+        from lumbar_bench.approaches.nnunet.trainer import require_gpus
         from lumbar_bench.seeding import torch_threads
 
+        require_gpus(self.config.num_gpus, ctx.device)  # before any stage: fails in a second, not an hour
         self._report = ReportBuilder()
         with torch_threads(self.config.threads):
             self._fit(data, study_ids, ctx)

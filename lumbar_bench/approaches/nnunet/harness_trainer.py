@@ -10,7 +10,9 @@ of a method nnU-Net's trainer documents for subclassing:
   soft deadline (the loop ends after the epoch in which the deadline passed);
 - ``save_checkpoint``: atomic, with the harness's seconds beside it and the compute ledger told;
 - ``load_checkpoint``: a resume reads the checkpoint with ``weights_only=True``;
-- ``print_to_log_file``: nnU-Net's log file, and ``logging`` instead of stdout.
+- ``print_to_log_file``: nnU-Net's log file, and ``logging`` instead of stdout;
+- ``perform_actual_validation``: skipped (only nnU-Net's multi-GPU runner calls it), and a trainer
+  that nnU-Net spawns for multi-GPU training reads its schedule from the fold folder.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from nnunetv2.training.nnUNetTrainer.variants.data_augmentation.nnUNetTrainerNoM
     nnUNetTrainerNoMirroring,
 )
 
-from lumbar_bench.approaches.nnunet.trainer import SIDECAR, LogStream, Schedule
+from lumbar_bench.approaches.nnunet.trainer import SCHEDULE_FILE, SIDECAR, LogStream, Schedule
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +80,9 @@ class HarnessTrainer(nnUNetTrainerNoMirroring):
         self.on_checkpoint: Callable[[], None] | None = None
         self.best_epoch, self.time_to_best, self.elapsed = -1, None, 0.0
         self._t0: float | None = None
+        planned = Path(self.output_folder) / SCHEDULE_FILE
+        if planned.exists():  # a trainer nnU-Net spawned for multi-GPU training (trainer.train_multi_gpu)
+            self.apply_schedule(Schedule(**json.loads(planned.read_text())))
 
     def apply_schedule(self, schedule: Schedule) -> None:
         """Adopt ``schedule`` (epochs, iterations, checkpoint cadence, learning rate, deadline)."""
@@ -94,6 +99,9 @@ class HarnessTrainer(nnUNetTrainerNoMirroring):
             return super().configure_optimizers()
         opt = torch.optim.AdamW(self.network.parameters(), self.initial_lr, weight_decay=self.weight_decay)
         return opt, PolyLRScheduler(opt, self.initial_lr, self.num_epochs)
+
+    def perform_actual_validation(self, save_probabilities: bool = False) -> None:
+        """Skipped (nnU-Net's multi-GPU runner calls it): the harness evaluates held-out cases itself."""
 
     def plot_network_architecture(self) -> None:
         """Skipped: needs hiddenlayer/graphviz and costs time."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import functools
 import json
 import logging
@@ -32,7 +33,18 @@ PLANS = "nnUNetPlans"
 TINY = "2d_tiny"
 #: Suffix of the JSON beside each checkpoint with the harness's training seconds and best epoch.
 SIDECAR = ".harness.json"
-_ENV_KEYS = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "nnUNet_n_proc_DA", "nnUNet_extTrainer")
+#: Restored after every call; nnU-Net's multi-GPU training sets ``MASTER_ADDR``/``MASTER_PORT`` itself.
+_ENV_KEYS = (
+    "nnUNet_raw",
+    "nnUNet_preprocessed",
+    "nnUNet_results",
+    "nnUNet_n_proc_DA",
+    "nnUNet_extTrainer",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+)
+#: Written into a fold folder before a multi-GPU training: the schedule its spawned trainers adopt.
+SCHEDULE_FILE = "harness_schedule.json"
 #: The nnunetv2 releases the harness is tested with, as pinned in ``pyproject.toml``.
 NNUNET_SUPPORTED = ">=2.8.1,<2.9"
 _SUPPORTED_RANGE = ((2, 8, 1), (2, 9))
@@ -73,16 +85,20 @@ class NnUNetPaths:
 
 
 @contextlib.contextmanager
-def nnunet_env(paths: NnUNetPaths, n_proc_da: int | None = None) -> Iterator[None]:
+def nnunet_env(
+    paths: NnUNetPaths, n_proc_da: int | None = None, ext_trainer: Path | None = None
+) -> Iterator[None]:
     """Set nnU-Net's variables for the duration of the block and restore ``os.environ`` after."""
     saved = {k: os.environ.get(k) for k in _ENV_KEYS}
-    values = {
+    values: dict[str, object] = {
         "nnUNet_raw": paths.raw,
         "nnUNet_preprocessed": paths.preprocessed,
         "nnUNet_results": paths.results,
     }
     if n_proc_da is not None:
         values["nnUNet_n_proc_DA"] = n_proc_da
+    if ext_trainer is not None:
+        values["nnUNet_extTrainer"] = ext_trainer
     try:
         for key, value in values.items():
             os.environ[key] = str(value)
@@ -225,12 +241,14 @@ def train(
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
     checkpointed: Callable[[], None] | None = None,
     resumed: Callable[[bool], None] | None = None,
+    num_gpus: int = 1,
 ) -> Path:
     """Train (or resume, or reuse) ``2d_tiny`` on ``fold``; returns the fold's output folder.
 
     A ``checkpoint_final.pth`` already there is reused as is; a ``checkpoint_latest.pth``
     is resumed from its next epoch (``resumed(done)`` is called in both cases, and
-    ``checkpointed()`` after every checkpoint written).
+    ``checkpointed()`` after every checkpoint written). ``num_gpus`` > 1 hands the training to
+    nnU-Net's own DDP (:func:`train_multi_gpu`).
     """
     import torch
 
@@ -245,6 +263,9 @@ def train(
             resumed(True)
         return out
     latest = out / "checkpoint_latest.pth"
+    if num_gpus > 1:
+        train_multi_gpu(name, paths, fold, schedule, num_gpus, resumed)
+        return out
     plans["continue_training"] = latest.exists()
     with nnunet_env(paths, n_proc_da=0), contextlib.redirect_stdout(LogStream()), warnings.catch_warnings():
         # nnU-Net divides 0/0 for classes absent from a validation batch (its pseudo Dice is NaN then)
@@ -270,6 +291,81 @@ def train(
         )
     )
     return out
+
+
+def require_gpus(num_gpus: int, device: str, available: int | None = None) -> None:
+    """:class:`ConfigError` unless ``num_gpus`` is 1, or ``device`` is CUDA with that many devices.
+
+    ``available`` overrides the CUDA device count torch reports (for tests).
+    """
+    if num_gpus == 1:
+        return
+    if num_gpus < 1:
+        raise ConfigError(f"num_gpus={num_gpus}: needs 1 or more")
+    if available is None:
+        import torch
+
+        available = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if not device.startswith("cuda") or available < num_gpus:
+        raise ConfigError(
+            f"num_gpus={num_gpus}: nnU-Net's multi-GPU training needs {num_gpus} CUDA devices; "
+            f"this run has device {device!r} and torch sees {available}"
+        )
+
+
+def train_multi_gpu(
+    name: str,
+    paths: NnUNetPaths,
+    fold: int,
+    schedule: Schedule,
+    num_gpus: int,
+    resumed: Callable[[bool], None] | None = None,
+) -> None:
+    """Train ``2d_tiny`` on ``fold`` with nnU-Net's own DDP: ``run_training(..., num_gpus=N)``.
+
+    nnU-Net spawns one process per GPU and builds the trainer there from its class name, found
+    through ``nnUNet_extTrainer`` and a one-line module re-exporting it; the spawned trainers
+    adopt the schedule from :data:`SCHEDULE_FILE` in the fold folder. Per-epoch metrics and
+    checkpoint notices stay in those processes; ``harness.json`` is written from the final
+    checkpoint's sidecar.
+    """
+    import torch
+    from nnunetv2.run.run_training import run_training
+
+    cls = trainer_class()
+    out = paths.results / name / f"{cls.__name__}__{PLANS}__{TINY}" / f"fold_{fold}"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / SCHEDULE_FILE).write_text(json.dumps(dataclasses.asdict(schedule)))
+    ext = paths.results / "harness_trainer"
+    ext.mkdir(parents=True, exist_ok=True)
+    (ext / "lumbar_bench_trainer.py").write_text(
+        f"from {cls.__module__} import {cls.__name__}  # noqa: F401\n"
+    )
+    resume = (out / "checkpoint_latest.pth").exists()
+    if resume and resumed is not None:
+        resumed(False)
+    log.info("nnU-Net %s fold %s: training on %d GPUs (nnU-Net DDP)", name, fold, num_gpus)
+    with nnunet_env(paths, n_proc_da=0, ext_trainer=ext), contextlib.redirect_stdout(LogStream()):
+        run_training(
+            name,
+            TINY,
+            fold,
+            trainer_class_name=cls.__name__,
+            plans_identifier=PLANS,
+            num_gpus=num_gpus,
+            continue_training=resume,
+            device=torch.device("cuda"),
+        )
+    final = out / "checkpoint_final.pth"
+    side = out / f"checkpoint_final.pth{SIDECAR}"
+    info = json.loads(side.read_text()) if side.exists() else {}
+    summary = {
+        "best_epoch": info.get("best_epoch", -1),
+        "time_to_best_s": info.get("time_to_best"),
+        "epochs_done": load_checkpoint(final)["current_epoch"] if final.exists() else 0,
+        "train_seconds": info.get("elapsed", 0.0),
+    }
+    (out / "harness.json").write_text(json.dumps(summary))
 
 
 def write_splits(paths: NnUNetPaths, dataset_id: int, folds: list[dict[str, list[str]]]) -> Path:

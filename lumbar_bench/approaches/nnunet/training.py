@@ -123,9 +123,8 @@ class Trainer:
                 )
                 continue
             schedule = self._schedule(remaining - i)
-            seed_everything(
-                derived_seed(self.ctx.seed, "nnunet", dataset_id, fold)
-            )  # cold or warm cache alike
+            # cold or warm cache alike
+            seed_everything(derived_seed(self.ctx.seed, "nnunet", dataset_id, fold))
             t0 = time.monotonic()
             with self._epoch_logger(f"{dataset_id}_{slug(desc)}/f{fold}") as on_epoch:
                 out[fold] = nt.train(
@@ -137,6 +136,7 @@ class Trainer:
                     on_epoch,
                     checkpointed=self.ctx.checkpointed,
                     resumed=self.ctx.resumed,
+                    num_gpus=self.cfg.num_gpus,
                 )
             self.report.seconds("nnunet_train", time.monotonic() - t0)
         return out
