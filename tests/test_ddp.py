@@ -20,14 +20,13 @@ from lumbar_bench.distributed import DistInfo
 from lumbar_bench.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
-#: |2-process score - 1-process score| allowed for resnet18 on ``ci`` (24 evaluated studies): the
-#: gate's own tolerance for it (baselines/ci.json: max(0.01, 3 x the score's change between 1 and
-#: 2 torch threads) = 0.01). Not 0, though both runs see the same samples in the same steps: each
-#: rank normalises batch norm over its half of the batch (no SyncBatchNorm on the CPU), DDP sums
-#: two half-batch gradients in another order than one batch, and each process has 1 torch thread
-#: instead of 2. Over 3 epochs these grow into other weights, as a change of thread count does.
-#: Measured here: 0.8626 (1 process), 0.8602 (2 processes), difference 0.0024.
-RESNET18_TOLERANCE = 0.01
+#: The 2-process score must match the 1-process one within the gate's own tolerance for the
+#: approach (baselines/ci.json: max(0.01, 3 x the score's change between 1 and 2 torch threads):
+#: 0.01 for resnet18, 0.029 for lsdc-2.5d). Not 0, though both runs see the same samples in the
+#: same steps: each rank normalises batch norm over its half of the batch (no SyncBatchNorm on the
+#: CPU), DDP sums two half-batch gradients in another order than one batch, and each process has
+#: 1 torch thread instead of 2. Over a few epochs these grow into other weights, as a change of
+#: thread count does. Measured here: resnet18 0.8602 against 0.8626; lsdc-2.5d 0.9325 against 0.9201.
 
 
 def _cli_run(launcher: list[str], approach: str, data: Path, work: Path) -> dict:
@@ -51,6 +50,8 @@ def _cli_run(launcher: list[str], approach: str, data: Path, work: Path) -> dict
         str(work / "cache"),
         "--tracking-uri",
         f"sqlite:///{work / 'mlflow.db'}",
+        "--budget-minutes",  # a slow or loaded machine must not cut training short (ci: 1.5 min)
+        "10",
         "--json",
     ]
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
@@ -67,16 +68,19 @@ def _torchrun(n: int) -> list[str]:
 
 @pytest.mark.ddp
 @pytest.mark.slow
-def test_resnet18_under_torchrun_matches_one_process(default_phantom: Path, tmp_path: Path, gate) -> None:
+@pytest.mark.parametrize("approach", ["resnet18", "lsdc-2.5d"])
+def test_under_torchrun_matches_one_process(
+    approach: str, default_phantom: Path, tmp_path: Path, gate
+) -> None:
     """2 gloo processes log one FINISHED run with world size 2, scoring as 1 process does.
 
     The 1-process run is the gate's (the same ``ci`` fold 0 run on the default phantom).
     """
     from lumbar_bench import tracking
 
-    one = {"rsna_score": gate.verdicts["resnet18"].observed.rsna_score}
-    assert one["rsna_score"] is not None
-    two = _cli_run(_torchrun(2), "resnet18", default_phantom, tmp_path / "two")
+    one, expected = gate.verdicts[approach].observed, gate.baseline.approaches[approach]
+    assert one.rsna_score is not None
+    two = _cli_run(_torchrun(2), approach, default_phantom, tmp_path / "two")
     runs = tracking.search_runs(f"sqlite:///{tmp_path / 'two' / 'mlflow.db'}", tracking.DEFAULT_EXPERIMENT)
     assert len(runs) == 1  # rank 1 tracked nothing
     (run,) = runs
@@ -84,7 +88,7 @@ def test_resnet18_under_torchrun_matches_one_process(default_phantom: Path, tmp_
     assert run.params["world_size"] == "2"
     assert (run.tags["world_size"], run.tags["distributed_backend"]) == ("2", "gloo")
     assert run.metrics["rsna_score"] == two["rsna_score"]
-    assert abs(two["rsna_score"] - one["rsna_score"]) <= RESNET18_TOLERANCE
+    assert abs(two["rsna_score"] - one.rsna_score) <= expected.rsna_score_tolerance
 
 
 def test_from_env_reads_torchrun_variables() -> None:

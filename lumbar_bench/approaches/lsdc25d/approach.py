@@ -64,7 +64,9 @@ class Lsdc25dConfig:
     loc_pos_weight: float = 20.0
     loc_depth: int = 3
     loc_decoder: tuple[int, ...] = (64, 32, 16)
-    crop_size: int = 48
+    #: Pixels per side of every crop slice. 64 rather than 48: the foramina and the lateral
+    #: recesses are a few pixels wide at 48 (full fold 0, three seeds: 0.442 against 0.470).
+    crop_size: int = 64
     crop_depth: int = 1
     window: float = 1.0
     encoder: str = "mobilenet_v3_small"
