@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import gc
 import logging
 import os
 from collections.abc import Iterator, Mapping, Sequence
@@ -96,7 +97,11 @@ def process_group(info: DistInfo, timeout_s: float) -> Iterator[None]:
     log.info("rank %d of %d joined (%s)", info.rank, info.world_size, info.backend)
     try:
         yield
+        dist.barrier()  # no rank tears its connections down while another is still in a collective
     finally:
+        # A DDP model left in a reference cycle keeps the group (and gloo's work objects) alive
+        # into interpreter shutdown, where freeing them can abort the process: free them first.
+        gc.collect()
         dist.destroy_process_group()
 
 

@@ -166,25 +166,21 @@ def run(request: RunRequest) -> RunResult:
             f"{request.approach} does not train under torchrun with {dist.world_size} processes; "
             "run it as one process (nnU-Net approaches: --set num_gpus=N)"
         )
-    default = get_spec(request.approach).budget(request.subset)
-    with distributed.process_group(dist, Budget(request.budget_minutes or default.minutes).hard_seconds):
+    with distributed.process_group(dist, _budget(request).hard_seconds):
         result = _run(request, dist) if dist.is_main else _follow(request, dist)
         return distributed.broadcast_object(dist, result)
 
 
 def _run(request: RunRequest, dist: distributed.DistInfo) -> RunResult:
     """:func:`run` in the one process, or in rank 0 of several (``dist``)."""
-    spec = get_spec(request.approach)
+    get_spec(request.approach)  # an unknown name fails here, before any data is read
     cache_dir = request.cache_dir or datasets.default_cache_dir()
-    with distributed.main_first(dist):  # the other ranks read the data caches rank 0 wrote
-        data = datasets.load_data(request.data_dir, cache_dir, progress=request.progress)
-        split, split_source = datasets.resolve_split(data, request.split_path, cache_dir)
+    data, split, split_source = _load(request, cache_dir, dist, request.progress)
     train_ids, eval_ids = _select_studies(data, split, request)
     cls = get_approach(request.approach)
     config, chash = resolve_config(request.approach, request.subset, request.overrides)
     device = resolve_device(request.device)
-    default = spec.budget(request.subset)
-    budget = Budget(request.budget_minutes or default.minutes, default.device)
+    budget = _budget(request)
     workdir = _workdir(cache_dir, request, chash, split.digest, dist.world_size)
     workdir.mkdir(parents=True, exist_ok=True)
     tags, params = _provenance(request, chash, split, split_source, data, device, budget, config)
@@ -232,6 +228,22 @@ def _run(request: RunRequest, dist: distributed.DistInfo) -> RunResult:
     )
 
 
+def _budget(request: RunRequest) -> Budget:
+    """The run's budget: ``--budget-minutes`` if given, else the approach's own for the subset."""
+    default = get_spec(request.approach).budget(request.subset)
+    return Budget(request.budget_minutes or default.minutes, default.device)
+
+
+def _load(
+    request: RunRequest, cache_dir: Path, dist: distributed.DistInfo, progress: bool
+) -> tuple[Any, Any, str]:
+    """The data and split of ``request``, with the split's source; rank 0 first, writing the caches."""
+    with distributed.main_first(dist):  # the other ranks read the data caches rank 0 wrote
+        data = datasets.load_data(request.data_dir, cache_dir, progress=progress)
+        split, split_source = datasets.resolve_split(data, request.split_path, cache_dir)
+    return data, split, split_source
+
+
 def _workdir(cache_dir: Path, request: RunRequest, chash: str, split_digest: str, world_size: int) -> Path:
     """The run's work directory, keyed by approach, config, split, fold, subset, seed and world size.
 
@@ -248,9 +260,7 @@ def _follow(request: RunRequest, dist: distributed.DistInfo) -> None:
     caches, and alone predicts and scores.
     """
     cache_dir = request.cache_dir or datasets.default_cache_dir()
-    with distributed.main_first(dist):
-        data = datasets.load_data(request.data_dir, cache_dir, progress=False)
-        split, _ = datasets.resolve_split(data, request.split_path, cache_dir)
+    data, split, _ = _load(request, cache_dir, dist, progress=False)
     train_ids, _ = _select_studies(data, split, request)
     config, chash = resolve_config(request.approach, request.subset, request.overrides)
     seed_everything(request.seed)
