@@ -8,8 +8,9 @@ studies; :func:`lumbar_bench.metrics.bootstrap.paired_bootstrap`) over every see
 
 A claim is **supported** when the whole 95% interval of Δ lies below 0, **not supported**
 when it lies above 0, and **undecided: CI spans 0** otherwise. Beside each Δ stand both
-sides' seeds and compute (the mean ``runtime/total_s`` per run), so a reader sees whether a
-gap is bought with compute. Runs are read through :mod:`lumbar_bench.tracking` and the
+sides' seeds and compute (the mean per run of ``runtime/total_s`` plus ``runtime/reused_s``,
+the recorded build time of cached stages it reused), so a reader sees whether a gap is bought
+with compute. Runs are read through :mod:`lumbar_bench.tracking` and the
 leaderboard's selection (FINISHED top-level runs, one comparable split, the latest run per
 fold and seed).
 """
@@ -149,8 +150,7 @@ def _rank(group: list[RunRecord]) -> tuple[int, int]:
 def _side(uri: str, approach: str, runs: list[RunRecord]) -> Side:
     """Score, seeds and mean compute of one approach's runs (one per seed)."""
     evidence = lb.load_evidence(uri, runs)
-    runtimes = [r.metric("runtime/total_s") for r in runs]
-    finite = [float(t) for t in runtimes if t is not None and np.isfinite(t)]
+    finite = [t for t in map(compute_s, runs) if np.isfinite(t)]
     return Side(
         approach,
         runs[0].tag("config_hash"),
@@ -160,6 +160,14 @@ def _side(uri: str, approach: str, runs: list[RunRecord]) -> Side:
         tuple(r.run_id for r in runs),
         evidence,
     )
+
+
+def compute_s(run: RunRecord) -> float:
+    """A run's compute: ``runtime/total_s`` plus the recorded build seconds of the cached stages it reused."""
+    total, reused = run.metric("runtime/total_s"), run.metric("runtime/reused_s")
+    if total is None:
+        return float("nan")
+    return float(total) + (float(reused) if reused is not None and np.isfinite(reused) else 0.0)
 
 
 def _decide(claim: Claim, sides: dict[str, Side | str], request: ClaimsRequest) -> ClaimResult:
@@ -213,7 +221,7 @@ def _cells(result: ClaimResult) -> list[str]:
     ]
 
 
-HEADER = ("claim", "scores", "Δ [95% CI]", "p", "seeds", "runtime s", "verdict")
+HEADER = ("claim", "scores", "Δ [95% CI]", "p", "seeds", "compute s", "verdict")
 
 
 def header_lines(report: ClaimsReport) -> list[str]:
@@ -221,7 +229,7 @@ def header_lines(report: ClaimsReport) -> list[str]:
     return [
         f"The original study's claims on {report.subset} fold {report.fold} (RSNA score, lower is better).",
         f"Δ = first − second: paired bootstrap over seeds, then studies ({report.n_boot} resamples).",
-        "seeds and runtime s (mean runtime/total_s per run) are given as first/second.",
+        "seeds and compute s (mean runtime/total_s + runtime/reused_s per run) are given as first/second.",
     ]
 
 

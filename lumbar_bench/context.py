@@ -98,6 +98,11 @@ class RunContext:
         """True once the soft budget is spent: training loops stop and keep their best model."""
         return self.budget_left() <= 0
 
+    def charge(self, seconds: float) -> None:
+        """Count ``seconds`` of compute done elsewhere (a reused stage's build) against the soft budget."""
+        if self.deadline is not None and seconds > 0:
+            self.deadline -= seconds
+
     def checkpointed(self) -> None:
         """Say a checkpoint a later attempt can resume from was written: the seconds so far survive a kill."""
         self.on_checkpoint()

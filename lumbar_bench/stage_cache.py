@@ -7,6 +7,11 @@ place with :func:`os.replace`, so an interrupted build is never mistaken for a r
 Builders hold a file lock beside the target while they build, so parallel tasks of a sweep
 (other processes, other nodes on a shared filesystem) that need the same output wait for the
 first one and read its result instead of building it again.
+
+Each output records the seconds its build took. A run that reuses it is charged them
+(:attr:`StageResult.reused_seconds`, :meth:`~lumbar_bench.context.RunContext.charge`), so a
+deadline-bound approach trains as long from a warm cache as from an empty one, and variants
+that share a stage are compared at the same compute.
 """
 
 from __future__ import annotations
@@ -43,7 +48,11 @@ class StageResult:
     path: Path
     key: str
     hit: bool
+    #: Seconds this call spent building the output (0 on a cache hit).
     seconds: float
+    #: On a hit, the seconds the output's build took, less any time this call waited for that
+    #: build to finish (a wait is already spent here); 0 when built here or recorded by older code.
+    reused_seconds: float = 0.0
 
 
 def cached_stage(cache_dir: Path, stage: str, payload: Any, build: Callable[[Path], None]) -> StageResult:
@@ -53,16 +62,33 @@ def cached_stage(cache_dir: Path, stage: str, payload: Any, build: Callable[[Pat
     t0 = time.monotonic()
 
     def build_marked(tmp: Path) -> None:
+        t_build = time.monotonic()
         build(tmp)
-        (tmp / DONE).write_text(json.dumps({"stage": stage, "key": key, "payload": payload}, default=str))
+        done = {"stage": stage, "key": key, "payload": payload, "seconds": time.monotonic() - t_build}
+        (tmp / DONE).write_text(json.dumps(done, default=str))
 
     built = build_once(target, DONE, build_marked)
-    seconds = time.monotonic() - t0 if built else 0.0
+    seconds = time.monotonic() - t0
     if built:
         log.info("stage %s: built %s in %.1f s", stage, target.name, seconds)
-    else:
-        log.info("stage %s: cache hit (%s)", stage, target.name)
-    return StageResult(target, key, not built, seconds)
+        return StageResult(target, key, False, seconds)
+    reused = max(0.0, build_seconds(target) - seconds)
+    log.info("stage %s: cache hit (%s), charged its %.1f s build", stage, target.name, reused)
+    return StageResult(target, key, True, 0.0, reused)
+
+
+def charge_reuse(stage: StageResult, ctx: Any, report: Any) -> None:
+    """Charge a reused stage's build to the run: its soft budget and ``runtime/reused_s`` in ``report``."""
+    ctx.charge(stage.reused_seconds)
+    report.seconds("reused", stage.reused_seconds)
+
+
+def build_seconds(target: Path) -> float:
+    """The seconds the build of the stage output ``target`` took, as recorded in it (0 if unrecorded)."""
+    try:
+        return float(json.loads((target / DONE).read_text()).get("seconds", 0.0))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return 0.0
 
 
 def build_once(target: Path, marker: str, build: Callable[[Path], None]) -> bool:

@@ -16,6 +16,8 @@ from lumbar_bench.evaluation import evaluate_and_log
 
 EXP = "claims-test"
 RUNTIME = {"resnet18": 50.0, "nnunet-raw": 900.0, "nnunet-qc": 700.0, "nnunet-refined": 2000.0}
+#: qc reuses raw's cached stages: their recorded build seconds count as its compute too.
+REUSED = {"nnunet-qc": 200.0}
 
 
 def _labels(n: int = 60) -> pd.DataFrame:
@@ -40,7 +42,7 @@ def _submission(labels: pd.DataFrame, skill: float, noise_seed: int) -> pd.DataF
 
 
 def _log(uri, tmp, approach, skill, seed, *, fold=0, subset="small", status="FINISHED", noise=None):
-    """One run as the runner logs it: tags, metrics with ``runtime/total_s``, predictions and labels."""
+    """One run as the runner logs it: tags, metrics (``runtime/*``), predictions and labels."""
     labels = _labels()
     tags = {
         "approach": approach,
@@ -56,6 +58,8 @@ def _log(uri, tmp, approach, skill, seed, *, fold=0, subset="small", status="FIN
         sub = _submission(labels, skill, noise if noise is not None else seed)
         metrics = evaluate_and_log(labels, sub, trun, work, "t")
         trun.log_metrics({**metrics, "runtime/total_s": RUNTIME[approach] + seed})
+        if approach in REUSED:
+            trun.log_metrics({"runtime/reused_s": REUSED[approach]})
     if status != "FINISHED":
         trun.finish(status)
 
@@ -97,7 +101,7 @@ def test_each_claim_gets_its_verdict_with_seeds_and_compute(store):
     assert results["nnunet-refined"].verdict == claims.UNDECIDED
     qc = results["nnunet-qc"]
     assert qc.side.seeds == (0, 1)  # the other fold, the FAILED run and the ci run do not count
-    assert qc.side.runtime_s == pytest.approx(700.5)
+    assert qc.side.runtime_s == pytest.approx(700.5 + 200.0)  # its own seconds and the stages it reused
     assert results["nnunet-raw"].reference.runtime_s == pytest.approx(50.5)
     assert qc.paired.diff == pytest.approx(qc.side.score - qc.reference.score)
 
@@ -112,6 +116,8 @@ def test_the_table_fits_120_columns_and_states_compute(store, capsys):
         "not supported",
         "undecided: CI spans 0",
         "900/50",
+        "900/900",  # qc against raw: the same compute once qc's reused stages count
+        "compute s",
         "2/2",
     ):
         assert text in out, text

@@ -2,7 +2,11 @@ import json
 import multiprocessing
 import time
 
-from lumbar_bench.stage_cache import cached_stage, stage_key
+import pytest
+
+from lumbar_bench.approaches.base import ReportBuilder
+from lumbar_bench.context import RunContext
+from lumbar_bench.stage_cache import DONE, StageResult, build_seconds, cached_stage, charge_reuse, stage_key
 
 
 def test_stage_is_built_once_and_reused(tmp_path):
@@ -61,3 +65,54 @@ def test_parallel_processes_build_a_stage_once(tmp_path):
     assert len((tmp_path / "builds.log").read_text().splitlines()) == 1
     assert len({path for path, _ in got}) == 1
     assert sorted(hit for _, hit in got) == [False, True, True, True]
+
+
+def test_a_hit_is_charged_the_recorded_build_seconds(tmp_path):
+    def build(out):
+        time.sleep(0.3)
+        (out / "x.json").write_text("{}")
+
+    first = cached_stage(tmp_path, "demo", {"a": 1}, build)
+    second = cached_stage(tmp_path, "demo", {"a": 1}, build)
+    assert first.reused_seconds == 0.0 and first.seconds >= 0.3
+    assert second.seconds == 0.0
+    assert second.reused_seconds == pytest.approx(build_seconds(second.path), abs=0.05)  # less the read
+    assert build_seconds(second.path) >= 0.3
+
+
+def test_an_output_without_recorded_seconds_is_charged_nothing(tmp_path):
+    target = tmp_path / "stages" / f"demo-{stage_key({'stage': 'demo', 'payload': {}})}"
+    target.mkdir(parents=True)
+    (target / DONE).write_text(json.dumps({"stage": "demo"}))  # written before build seconds were recorded
+    result = cached_stage(tmp_path, "demo", {}, lambda out: pytest.fail("must not rebuild"))
+    assert result.hit and result.reused_seconds == 0.0
+
+
+def test_a_waiter_is_charged_the_build_less_its_wait(tmp_path):
+    ctx = multiprocessing.get_context("fork")
+    results = ctx.Queue()
+    procs = [ctx.Process(target=_charge_in_process, args=(tmp_path, results)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    got = sorted(results.get(timeout=60) for _ in procs)  # (hit, seconds, reused)
+    for p in procs:
+        p.join(timeout=60)
+    (_, built_s, _), (hit, _, reused) = got
+    assert hit and 0.0 <= reused < built_s  # it waited for most of the build, already spent here
+
+
+def _charge_in_process(cache_dir, results):
+    result = cached_stage(cache_dir, "shared", {"a": 1}, _slow_build)
+    results.put((result.hit, result.seconds, result.reused_seconds))
+
+
+def test_charge_reuse_moves_the_deadline_and_reports_the_seconds(tmp_path):
+    ctx = RunContext(workdir=tmp_path, cache_dir=tmp_path, deadline=time.monotonic() + 100.0)
+    report = ReportBuilder()
+    before = ctx.budget_left()
+    charge_reuse(StageResult(tmp_path, "k", True, 0.0, 30.0), ctx, report)
+    assert before - ctx.budget_left() == pytest.approx(30.0, abs=0.5)
+    assert report.build().stage_seconds["reused"] == 30.0
+    unlimited = RunContext(workdir=tmp_path, cache_dir=tmp_path)
+    charge_reuse(StageResult(tmp_path, "k", True, 0.0, 30.0), unlimited, ReportBuilder())
+    assert unlimited.deadline is None

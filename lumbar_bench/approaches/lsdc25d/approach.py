@@ -43,7 +43,7 @@ from lumbar_bench.errors import ConfigError
 from lumbar_bench.metrics.score import score_arrays
 from lumbar_bench.progress import progress_bar
 from lumbar_bench.splits import subset_studies
-from lumbar_bench.stage_cache import cached_stage
+from lumbar_bench.stage_cache import cached_stage, charge_reuse
 
 log = logging.getLogger(__name__)
 
@@ -223,6 +223,7 @@ class Lsdc25dApproach(Approach):
             stage = cached_stage(ctx.cache_dir, "lsdc25d-localizers", payload, build)
         self._localizer_key = stage.key
         report.seconds("localizers", stage.seconds)
+        charge_reuse(stage, ctx, report)
         saved = torch.load(stage.path / "localizers.pt", map_location="cpu", weights_only=True)
         self.localizers = self._build_localizers(saved["states"])
         for desc, losses in saved["losses"].items():

@@ -38,6 +38,7 @@ from lumbar_bench.constants import LABEL_COLUMNS, PROB_COLUMNS, SCORE_GROUPS, ro
 from lumbar_bench.context import RunContext
 from lumbar_bench.errors import ConfigError, DataError
 from lumbar_bench.progress import progress_bar
+from lumbar_bench.stage_cache import charge_reuse
 
 log = logging.getLogger(__name__)
 VARIANTS = ("raw", "qc", "refined")
@@ -313,6 +314,7 @@ class NnUNetApproach(Approach):
     def _stage(self, ctx: RunContext, name: str, result: pl.StageResult) -> None:
         self._report.seconds(name, result.seconds)
         self._report.metrics({f"cache/{name}_hit": float(result.hit)})
+        charge_reuse(result, ctx, self._report)
 
     def _qc_config(self):  # noqa: ANN202 - qc.QCConfig, imported lazily
         from lumbar_bench.approaches.nnunet import qc

@@ -33,6 +33,7 @@ from lumbar_bench.approaches.nnunet.seg_eval import (
 from lumbar_bench.constants import LABEL_COLUMNS, slug
 from lumbar_bench.context import RunContext
 from lumbar_bench.seeding import derived_seed, seed_everything
+from lumbar_bench.stage_cache import charge_reuse
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +112,7 @@ class Trainer:
             upstream,
         )
         self.report.seconds("nnunet_plan", ds.seconds)
+        charge_reuse(ds, self.ctx, self.report)
         paths = pl.nnunet_paths(ds, self.ctx.workdir / "nnunet")
         out = {}
         for i, fold in enumerate(fold_ids):

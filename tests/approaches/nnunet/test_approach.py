@@ -42,9 +42,13 @@ def test_later_runs_reuse_the_cached_vertebra_and_mask_stages(gate):
     first, *later = _runs(gate)
     assert first.metrics["cache/vertebrae_hit"] == 0.0
     assert first.metrics["cache/pseudo_masks_hit"] == 0.0
+    assert first.metrics["runtime/reused_s"] == 0.0
+    built = first.metrics["runtime/vertebrae_s"] + first.metrics["runtime/pseudo_masks_s"]
     for run in later:
         assert run.metrics["cache/vertebrae_hit"] == 1.0, run.tags["approach"]
         assert run.metrics["cache/pseudo_masks_hit"] == 1.0, run.tags["approach"]
+        # charged the reused builds (against its budget too), so it trains as long as from an empty cache
+        assert run.metrics["runtime/reused_s"] >= 0.9 * built, run.tags["approach"]
     qc = tracking.get_run(gate.request.tracking_uri, gate.run_id("nnunet-qc")).metrics
     assert qc["qc/n_dropped"] >= 0
 
