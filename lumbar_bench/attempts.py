@@ -39,6 +39,7 @@ from typing import Any
 
 from lumbar_bench import tracking
 from lumbar_bench.errors import LumbarBenchError
+from lumbar_bench.files import write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -185,10 +186,9 @@ def read_ledger(workdir: Path) -> list[Attempt]:
 
 
 def write_ledger(workdir: Path, attempts: list[Attempt]) -> None:
-    """Write the ledger atomically (temp file + ``os.replace``)."""
-    tmp = workdir / f".{LEDGER}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps({"version": 1, "attempts": [asdict(a) for a in attempts]}, indent=1))
-    os.replace(tmp, workdir / LEDGER)
+    """Write the ledger atomically."""
+    ledger = {"version": 1, "attempts": [asdict(a) for a in attempts]}
+    write_text_atomic(workdir / LEDGER, json.dumps(ledger, indent=1))
 
 
 def carried(attempts: list[Attempt]) -> list[Attempt]:

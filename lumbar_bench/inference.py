@@ -14,7 +14,6 @@ Layout of the folder::
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from typing import Any
 import pandas as pd
 
 from lumbar_bench.errors import ConfigError, DataError
+from lumbar_bench.files import write_text_atomic
 
 MANIFEST = "approach.json"
 WEIGHTS = "weights"
@@ -45,7 +45,7 @@ def save_trained(approach: Any, name: str, config_hash: str, directory: Path) ->
     weights.mkdir(parents=True, exist_ok=True)
     approach.save(weights)
     manifest = {"approach": name, "config_hash": config_hash, "config": config_dict(approach.config)}
-    _write_atomic(directory / MANIFEST, json.dumps(manifest, indent=1, default=str))
+    write_text_atomic(directory / MANIFEST, json.dumps(manifest, indent=1, default=str))
     return directory
 
 
@@ -99,9 +99,3 @@ def predict_studies(
             workdir=Path(workdir), cache_dir=cache_dir, device=resolve_device(device), progress=progress
         )
         return complete_submission(trained.approach.predict(data, ids, ctx), ids, trained.name)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

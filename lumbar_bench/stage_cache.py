@@ -30,9 +30,13 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
+from lumbar_bench.files import write_text_atomic
+
 log = logging.getLogger(__name__)
 
 DONE = ".done.json"
+#: In a run's work directory: the stage outputs that run built, so a resumed attempt is not charged for them.
+BUILT_HERE = "stages_built.json"
 
 
 def stage_key(payload: Any) -> str:
@@ -73,14 +77,33 @@ def cached_stage(cache_dir: Path, stage: str, payload: Any, build: Callable[[Pat
         log.info("stage %s: built %s in %.1f s", stage, target.name, seconds)
         return StageResult(target, key, False, seconds)
     reused = max(0.0, build_seconds(target) - seconds)
-    log.info("stage %s: cache hit (%s), charged its %.1f s build", stage, target.name, reused)
+    log.info("stage %s: cache hit (%s; %.1f s of build not waited for)", stage, target.name, reused)
     return StageResult(target, key, True, 0.0, reused)
 
 
 def charge_reuse(stage: StageResult, ctx: Any, report: Any) -> None:
-    """Charge a reused stage's build to the run: its soft budget and ``runtime/reused_s`` in ``report``."""
-    ctx.charge(stage.reused_seconds)
-    report.seconds("reused", stage.reused_seconds)
+    """Charge a reused stage's build to the run: its soft budget and ``runtime/reused_s`` in ``report``.
+
+    A stage an earlier attempt of the same run built (listed in the run's work directory) is not
+    charged again: a resumed attempt already carries that attempt's seconds.
+    """
+    built = _built_here(ctx.workdir)
+    if not stage.hit:
+        if ctx.dist.is_main:
+            Path(ctx.workdir).mkdir(parents=True, exist_ok=True)
+            write_text_atomic(Path(ctx.workdir) / BUILT_HERE, json.dumps(sorted(built | {stage.path.name})))
+        seconds = 0.0
+    else:
+        seconds = 0.0 if stage.path.name in built else stage.reused_seconds
+    ctx.charge(seconds)
+    report.seconds("reused", seconds)
+
+
+def _built_here(workdir: Path) -> set[str]:
+    try:
+        return set(json.loads((Path(workdir) / BUILT_HERE).read_text()))
+    except (OSError, ValueError, TypeError):
+        return set()
 
 
 def build_seconds(target: Path) -> float:

@@ -116,3 +116,21 @@ def test_charge_reuse_moves_the_deadline_and_reports_the_seconds(tmp_path):
     unlimited = RunContext(workdir=tmp_path, cache_dir=tmp_path)
     charge_reuse(StageResult(tmp_path, "k", True, 0.0, 30.0), unlimited, ReportBuilder())
     assert unlimited.deadline is None
+
+
+def test_a_stage_an_earlier_attempt_of_the_run_built_is_not_charged_again(tmp_path):
+    def build(out):
+        time.sleep(0.2)
+        (out / "x.json").write_text("{}")
+
+    def charged(workdir, stage):
+        ctx = RunContext(workdir=workdir, cache_dir=tmp_path, deadline=time.monotonic() + 100.0)
+        report = ReportBuilder()
+        charge_reuse(stage, ctx, report)
+        return report.build().stage_seconds["reused"]
+
+    run = tmp_path / "runs" / "nnunet-raw"
+    assert charged(run, cached_stage(tmp_path, "demo", {}, build)) == 0.0  # built by this run
+    hit = cached_stage(tmp_path, "demo", {}, build)
+    assert charged(run, hit) == 0.0  # its resumed attempt: the first attempt's seconds are carried already
+    assert charged(tmp_path / "runs" / "nnunet-qc", hit) >= 0.2  # another run reusing it pays for it

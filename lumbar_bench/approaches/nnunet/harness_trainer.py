@@ -35,6 +35,7 @@ from nnunetv2.training.nnUNetTrainer.variants.data_augmentation.nnUNetTrainerNoM
 )
 
 from lumbar_bench.approaches.nnunet.trainer import SCHEDULE_FILE, SIDECAR, LogStream, Schedule
+from lumbar_bench.files import write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -211,7 +212,5 @@ class HarnessTrainer(nnUNetTrainerNoMirroring):
 
 
 def _write_json(path: Path, obj: dict) -> None:
-    """Write ``obj`` to ``path`` atomically (temp file + ``os.replace``)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj))
-    os.replace(tmp, path)
+    """Write ``obj`` to ``path`` atomically."""
+    write_text_atomic(path, json.dumps(obj))
