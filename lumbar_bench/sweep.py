@@ -24,6 +24,7 @@ from lumbar_bench.errors import ConfigError, LumbarBenchError
 from lumbar_bench.parallel import worker_count
 from lumbar_bench.registry import get_spec
 from lumbar_bench.runner import RunRequest, resolve_config
+from lumbar_bench.signals import terminate_as_interrupt
 
 log = logging.getLogger(__name__)
 
@@ -355,20 +356,21 @@ def _fan_out(
     watcher = _state_watcher(request)
     pending, running = list(todo), {}
     try:
-        while pending or running:
-            while pending and len(running) < at_once:
-                task = pending.pop(0)
-                executor.update_parameters(timeout_min=time_limit_min(task, request.time_limit_min))
-                job = executor.submit(run_task, run_request(request, task, sweep_id, threads))
-                running[job] = task
-                if watcher is not None:
-                    watcher.adopt(job)
-            ended = [job for job in running if job.done()]
-            for job in ended:
-                outcomes.append(_collect(request, sweep_id, job, running.pop(job)))
-                on_progress(tally.add(outcomes[-1], len(running)))
-            if not ended:
-                time.sleep(POLL_S)
+        with terminate_as_interrupt():  # SIGTERM too: a killed sweep cancels its jobs
+            while pending or running:
+                while pending and len(running) < at_once:
+                    task = pending.pop(0)
+                    executor.update_parameters(timeout_min=time_limit_min(task, request.time_limit_min))
+                    job = executor.submit(run_task, run_request(request, task, sweep_id, threads))
+                    running[job] = task
+                    if watcher is not None:
+                        watcher.adopt(job)
+                ended = [job for job in running if job.done()]
+                for job in ended:
+                    outcomes.append(_collect(request, sweep_id, job, running.pop(job)))
+                    on_progress(tally.add(outcomes[-1], len(running)))
+                if not ended:
+                    time.sleep(POLL_S)
     except BaseException:  # interrupted: leave no job behind; the next sweep redoes the unfinished tasks
         for job in running:
             job.cancel(check=False)

@@ -28,7 +28,8 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
+
+from lumbar_bench.signals import terminate_as_interrupt
 
 log = logging.getLogger(__name__)
 
@@ -314,20 +315,13 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
-    """A SIGTERM handler: stop as Ctrl-C does."""
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> int:
     """Start the server, print the URI to use, and serve until Ctrl-C or SIGTERM; 1 if it dies."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="tracking-server: %(message)s")
-    for sig in (signal.SIGINT, signal.SIGTERM):  # SIGINT too: a shell's `&` job starts with it ignored
-        signal.signal(sig, _raise_interrupt)
     server = TrackingServer(ServerConfig(args.dir, args.port, args.pg_port, args.workers))
     try:
-        with server:
+        with terminate_as_interrupt(), server:
             print(f"MLflow tracking server ready: --tracking-uri {server.uri}", flush=True)
             print(f"  UI: {server.uri}   data: {server.root}   stop: Ctrl-C", flush=True)
             while server.alive():

@@ -73,8 +73,12 @@ def base_request(cluster: Any, data: Path, root: Path, uri: str, experiment: str
 
 
 def interrupt(proc: subprocess.Popen) -> int:
-    """Ctrl-C ``proc`` (the sweep cancels its jobs) and return its exit code; kill it if it hangs."""
-    proc.send_signal(signal.SIGINT)
+    """SIGTERM ``proc`` (it cancels its jobs, as on Ctrl-C) and return its exit code; kill it if it hangs.
+
+    SIGTERM and SIGINT take one path (``signals.terminate_as_interrupt``); SIGTERM is what
+    ``kill`` or a scheduler sends, and without that path it left the sweep's jobs running.
+    """
+    proc.send_signal(signal.SIGTERM)
     try:
         return proc.wait(timeout=60)
     except subprocess.TimeoutExpired:
