@@ -49,22 +49,28 @@ def _slow_build(out):
 
 def _build_in_process(cache_dir, results):
     result = cached_stage(cache_dir, "shared", {"a": 1}, _slow_build)
-    results.put((str(result.path), result.hit))
+    results.put((str(result.path), result.hit, result.seconds, result.reused_seconds))
 
 
-def test_parallel_processes_build_a_stage_once(tmp_path):
+def _build_in_processes(cache_dir, n):
+    """``(path, hit, seconds, reused_seconds)`` of ``n`` processes asking for one stage at once."""
     ctx = multiprocessing.get_context("fork")
     results = ctx.Queue()
-    procs = [ctx.Process(target=_build_in_process, args=(tmp_path, results)) for _ in range(4)]
+    procs = [ctx.Process(target=_build_in_process, args=(cache_dir, results)) for _ in range(n)]
     for p in procs:
         p.start()
     got = [results.get(timeout=60) for _ in procs]
     for p in procs:
         p.join(timeout=60)
     assert all(p.exitcode == 0 for p in procs)
+    return got
+
+
+def test_parallel_processes_build_a_stage_once(tmp_path):
+    got = _build_in_processes(tmp_path, 4)
     assert len((tmp_path / "builds.log").read_text().splitlines()) == 1
-    assert len({path for path, _ in got}) == 1
-    assert sorted(hit for _, hit in got) == [False, True, True, True]
+    assert len({path for path, *_ in got}) == 1
+    assert sorted(hit for _, hit, *_ in got) == [False, True, True, True]
 
 
 def test_a_hit_is_charged_the_recorded_build_seconds(tmp_path):
@@ -89,21 +95,8 @@ def test_an_output_without_recorded_seconds_is_charged_nothing(tmp_path):
 
 
 def test_a_waiter_is_charged_the_build_less_its_wait(tmp_path):
-    ctx = multiprocessing.get_context("fork")
-    results = ctx.Queue()
-    procs = [ctx.Process(target=_charge_in_process, args=(tmp_path, results)) for _ in range(2)]
-    for p in procs:
-        p.start()
-    got = sorted(results.get(timeout=60) for _ in procs)  # (hit, seconds, reused)
-    for p in procs:
-        p.join(timeout=60)
-    (_, built_s, _), (hit, _, reused) = got
+    (_, _, built_s, _), (_, hit, _, reused) = sorted(_build_in_processes(tmp_path, 2), key=lambda r: r[1])
     assert hit and 0.0 <= reused < built_s  # it waited for most of the build, already spent here
-
-
-def _charge_in_process(cache_dir, results):
-    result = cached_stage(cache_dir, "shared", {"a": 1}, _slow_build)
-    results.put((result.hit, result.seconds, result.reused_seconds))
 
 
 def test_charge_reuse_moves_the_deadline_and_reports_the_seconds(tmp_path):
