@@ -63,6 +63,9 @@ class NnUNetConfig:
     across: float = 0.2
     axial_radius: float = 0.1
     ignore_ring: int = 1
+    #: Left and right conditions share their classes; grading takes the side from the slice's place
+    #: (a single 2D slice does not show which side it is on).
+    merge_sides: bool = False
     qc_threshold: float = 0.8
     qc_manual: str = ""
     #: QC drops masks of this series type only (e.g. ``sagittal_t2``, the original manual pass); empty: all.
@@ -158,6 +161,7 @@ class NnUNetConfig:
             across=self.across,
             ignore_ring=self.ignore_ring,
             axial_radius=self.axial_radius,
+            merge_sides=self.merge_sides,
         )
 
     def plan(self) -> pl.PlanConfig:

@@ -57,6 +57,8 @@ class MaskConfig:
     min_area: int = 6
     #: Axial region radius as a fraction of the sagittal vertebra width (in mm).
     axial_radius: float = 0.1
+    #: One set of classes per left/right pair of conditions (see :class:`ClassScheme`).
+    merge_sides: bool = False
 
 
 @dataclass
@@ -584,7 +586,7 @@ def build_pseudo_masks(
 ) -> None:
     """Write the pseudo-mask stage for ``study_ids`` into ``out``."""
     train_coords = data.coordinates[data.coordinates["study_id"].isin(study_ids)]
-    schemes = derive_schemes(train_coords, data.series)
+    schemes = derive_schemes(train_coords, data.series, cfg.merge_sides)
     save_schemes(schemes, out / "schemes.json")
     (out / "cases").mkdir()
     cases, facts, series_rows = [], [], []

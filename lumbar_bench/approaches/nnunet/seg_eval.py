@@ -156,15 +156,15 @@ def evaluate_cases(
 
 
 def collapse_severity(label: np.ndarray, scheme: ClassScheme) -> np.ndarray:
-    """Lesion classes merged into one class per condition; ``scheme.ignore`` becomes the last value.
+    """Lesion classes merged into one class per lesion group; ``scheme.ignore`` becomes the last value.
 
-    Values: background, anatomy, one per condition, then ignore (``1 + anatomy + conditions``).
+    Values: background, anatomy, one per lesion group, then ignore (``1 + anatomy + groups``).
     """
     n_anat = 1 + len(scheme.anatomy)
     out = np.asarray(label).astype(np.int64)
     lesion = (out >= n_anat) & (out < scheme.ignore)
     out[lesion] = n_anat + (out[lesion] - n_anat) // 3
-    out[np.asarray(label) == scheme.ignore] = n_anat + len(scheme.conditions)
+    out[np.asarray(label) == scheme.ignore] = n_anat + len(scheme.groups)
     return out
 
 
@@ -180,7 +180,7 @@ def _series_counts(
     stage_dir: Path, group: pd.DataFrame, masks: tuple, scheme: ClassScheme, severities: pd.Series
 ) -> np.ndarray | None:
     """Pooled counts of one series' pseudo-masks against truth, severity dropped (None: no slice)."""
-    n = 1 + len(scheme.anatomy) + len(scheme.conditions)
+    n = 1 + len(scheme.anatomy) + len(scheme.groups)
     counts = None
     for case in group.itertuples(index=False):
         where = np.flatnonzero(masks[0] == case.instance_number)
@@ -250,7 +250,7 @@ def pseudo_mask_truth_by_type(stage_dir: Path, truth_dir: Path) -> pd.DataFrame:
             pooled[desc] = pooled.get(desc, 0) + counts
     rows = []
     for desc, counts in sorted(pooled.items()):
-        names = [*schemes[desc].anatomy, *schemes[desc].conditions]
+        names = [*schemes[desc].anatomy, *schemes[desc].groups]
         for name, c, d in zip(names, counts[1:], dice_from_counts(counts)[1:], strict=True):
             # counts were taken with the truth as "prediction": a painted pixel outside truth is its fn
             rows.append({"series_type": desc, "class": name, "tp": c[0], "fp": c[2], "fn": c[1], "dice": d})
