@@ -116,13 +116,8 @@ class Trainer:
         paths = pl.nnunet_paths(ds, self.ctx.workdir / "nnunet")
         out = {}
         for i, fold in enumerate(fold_ids):
-            if len(folds[fold]["train"]) < 2:
-                log.warning(
-                    "nnunet: %s fold %d has %d training cases; not trained",
-                    desc,
-                    fold,
-                    len(folds[fold]["train"]),
-                )
+            if (n_train := len(folds[fold]["train"])) < 2:
+                log.warning("nnunet: %s fold %d has %d training cases; not trained", desc, fold, n_train)
                 continue
             schedule = self._schedule(remaining - i)
             # cold or warm cache alike
