@@ -24,6 +24,7 @@ from typing import Any
 
 from lumbar_bench.constants import PRIOR_APPROACH
 from lumbar_bench.errors import ConfigError
+from lumbar_bench.files import write_text_atomic
 
 SUBSET, FOLD, SEED, DEVICE = "ci", 0, 0, "cpu"
 #: torch threads of a gate run: the CI machine's two cores.
@@ -93,9 +94,7 @@ class Baseline:
             **dataclasses.asdict(self),
         }
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(doc, indent=2, sort_keys=False) + "\n")
-        tmp.replace(path)
+        write_text_atomic(path, json.dumps(doc, indent=2, sort_keys=False) + "\n")
 
     @classmethod
     def load(cls, path: Path) -> Baseline:

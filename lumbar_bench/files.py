@@ -3,12 +3,29 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary sibling and :func:`os.replace`: readers see all or none."""
+def replace_atomic(path: Path, write: Callable[[Path], None]) -> None:
+    """``write(tmp)`` to a temporary sibling of ``path``, then move it into place: readers see all or none."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (:func:`replace_atomic`)."""
+    replace_atomic(path, lambda tmp: tmp.write_text(text))
+
+
+def torch_save_atomic(obj: object, path: Path) -> None:
+    """``torch.save(obj)`` to ``path`` atomically (torch is imported here, not when this module is)."""
+    import torch
+
+    replace_atomic(path, lambda tmp: torch.save(obj, tmp))

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +18,7 @@ import pandas as pd
 
 from lumbar_bench.constants import LABEL_COLUMNS
 from lumbar_bench.errors import SplitError
+from lumbar_bench.files import write_text_atomic
 
 SPLIT_VERSION = 1
 
@@ -118,11 +117,7 @@ def save_split(split: Split, path: Path) -> Path:
         "n_studies": len(split.assignment),
         "assignment": {str(k): v for k, v in sorted(split.assignment.items())},
     }
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(doc, fh, indent=1)
-        fh.write("\n")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(doc, indent=1) + "\n")
     return path
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from lumbar_bench.data.dicom import sagittal_side
 from lumbar_bench.data.rsna import RSNAData
 from lumbar_bench.distributed import DistInfo
 from lumbar_bench.errors import DataError
+from lumbar_bench.files import torch_save_atomic
 from lumbar_bench.metrics.score import score_arrays
 from lumbar_bench.progress import progress_bar
 from lumbar_bench.splits import subset_studies
@@ -151,12 +151,6 @@ def _augment(x: torch.Tensor, jitter: dict[str, torch.Tensor]) -> torch.Tensor:
     return x * jitter["gain"].to(x) + jitter["bias"].to(x)
 
 
-def _atomic_save(obj: dict, path: Path) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 class ResNet18Approach(Approach):
     """ResNet-18 over stacked representative slices, 25 softmax heads."""
 
@@ -272,7 +266,7 @@ class ResNet18Approach(Approach):
         self, path: Path, opt: torch.optim.Optimizer, sched: object, gen: torch.Generator, state: dict
     ) -> None:
         """Everything a resumed fit needs to continue bit for bit: weights, optimiser, schedule, RNG."""
-        _atomic_save(
+        torch_save_atomic(
             {
                 "model": self.model.state_dict(),
                 "opt": opt.state_dict(),

@@ -47,6 +47,7 @@ import xxhash
 
 from lumbar_bench.data import dicom
 from lumbar_bench.data.dicom import SeriesVolume
+from lumbar_bench.files import write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -246,13 +247,10 @@ class SeriesCache:
         if any(mtime > started_ns - RACY_SECONDS * 1e9 for _, _, mtime, _, _ in signature):
             return
         path = self._index_path(series_dir)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # one writer per process and path
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp.write_text(json.dumps({"key": key, "files": signature}))
-            os.replace(tmp, path)
+            write_text_atomic(path, json.dumps({"key": key, "files": signature}))  # per process and path
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
             log.warning("%s: cannot write cache index (%s)", path, exc)
 
     def _load(self, path: Path) -> SeriesVolume | None:

@@ -11,7 +11,6 @@ score. Batches are whole studies, so that term sees all five spinal levels of ea
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from lumbar_bench import distributed
 from lumbar_bench.constants import LABEL_COLUMNS, LEVELS, SCORE_GROUPS, SEVERITY_WEIGHTS, split_label
 from lumbar_bench.distributed import DistInfo
 from lumbar_bench.errors import DataError
+from lumbar_bench.files import torch_save_atomic
 
 log = logging.getLogger(__name__)
 
@@ -291,7 +291,7 @@ def train_grader(
                 state.update(best=score, best_epoch=epoch, best_state=_weights(kept), temperature=temperature)
             state["epoch"] = epoch + 1
             saved = {name: part.state_dict() for name, part in parts.items()}
-            _atomic_save({**saved, "rng": rng.bit_generator.state, "key": key, **state}, checkpoint)
+            torch_save_atomic({**saved, "rng": rng.bit_generator.state, "key": key, **state}, checkpoint)
             hooks.checkpointed()
             stop = epoch - state["best_epoch"] >= schedule.patience
         if distributed.agree(dist, stop):
@@ -342,9 +342,3 @@ class EpochHooks:
             checkpointed,
             resumed,
         )
-
-
-def _atomic_save(obj: dict, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
