@@ -64,8 +64,8 @@ class NnUNetConfig:
     axial_radius: float = 0.1
     ignore_ring: int = 1
     #: Left and right conditions share their classes; grading takes the side from the slice's place
-    #: (a single 2D slice does not show which side it is on).
-    merge_sides: bool = False
+    #: (a single 2D slice does not show which side it is on). ``false`` gives each side its own.
+    merge_sides: bool = True
     qc_threshold: float = 0.8
     qc_manual: str = ""
     #: QC drops masks of this series type only (e.g. ``sagittal_t2``, the original manual pass); empty: all.

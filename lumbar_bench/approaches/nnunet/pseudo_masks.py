@@ -58,7 +58,7 @@ class MaskConfig:
     #: Axial region radius as a fraction of the sagittal vertebra width (in mm).
     axial_radius: float = 0.1
     #: One set of classes per left/right pair of conditions (see :class:`ClassScheme`).
-    merge_sides: bool = False
+    merge_sides: bool = True
 
 
 @dataclass

@@ -32,25 +32,25 @@ def test_schemes_follow_where_conditions_are_annotated(phantom_data):
     assert schemes["Axial T2"].anatomy == ()
 
 
-def test_merged_sides_paint_one_set_of_foraminal_classes_and_judge_them(phantom_data, vertebrae, stage_cache):
+def test_split_sides_paint_a_set_of_foraminal_classes_per_side(phantom_data, vertebrae, stage_cache):
     from lumbar_bench.approaches.nnunet import pipeline as pl
     from lumbar_bench.approaches.nnunet.pseudo_masks import MaskConfig
 
     from .conftest import VCFG
 
     studies = sorted(phantom_data.labels.index)[:8]
-    merged = MaskConfig(size=64, merge_sides=True)
-    result = pl.mask_stage(phantom_data, studies, vertebrae[0], VCFG, merged, stage_cache, "cpu", False)
+    split = MaskConfig(size=64, merge_sides=False)
+    result = pl.mask_stage(phantom_data, studies, vertebrae[0], VCFG, split, stage_cache, "cpu", False)
     t1 = load_schemes(result.path / "schemes.json")["Sagittal T1"]
-    assert t1.merge_sides and t1.groups == ("neural_foraminal_narrowing",) and t1.ignore == 6
+    assert not t1.merge_sides and len(t1.groups) == 2 and t1.ignore == 9
     cases = pd.read_csv(result.path / "cases.csv")
     painted = set()
     for case_id in cases[cases["series_type"] == "Sagittal T1"]["case_id"]:
         painted |= set(np.unique(load_case(result.path, case_id)[1]).tolist())
-    assert painted & {3, 4, 5} and painted <= {0, 1, 2, 3, 4, 5, 6}
+    assert painted & {3, 4, 5} and painted & {6, 7, 8} and painted <= set(range(10))
     metrics = pl.mask_metrics(result)
-    assert "pseudo_masks/truth_dice/sagittal_t1/neural_foraminal_narrowing" in metrics
-    assert not any("left_neural" in k for k in metrics)
+    for side in ("left", "right"):
+        assert f"pseudo_masks/truth_dice/sagittal_t1/{side}_neural_foraminal_narrowing" in metrics
 
 
 def test_vertebra_unet_reports_dice_per_structure(vertebrae):
@@ -66,6 +66,9 @@ def test_pseudo_masks_paint_every_series_type(masks):
     cases = pd.read_csv(result.path / "cases.csv")
     schemes = load_schemes(result.path / "schemes.json")
     assert set(cases["series_type"]) == set(schemes)
+    # by default left and right share their classes: one foraminal set on sagittal T1
+    t1 = schemes["Sagittal T1"]
+    assert t1.merge_sides and t1.groups == ("neural_foraminal_narrowing",) and t1.ignore == 6
     assert set(cases["study_id"]) <= set(studies)
     for desc, scheme in schemes.items():
         case_id = cases[cases["series_type"] == desc]["case_id"].iloc[0]
