@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -114,11 +115,22 @@ def build_seconds(target: Path) -> float:
         return 0.0
 
 
+def _remove_stale_builds(target: Path) -> None:
+    """Remove temporary build folders of ``target`` that killed builders left (call under its lock)."""
+    stale = re.compile(rf"\.{re.escape(target.name)}-[a-z0-9_]{{8}}")
+    for path in target.parent.iterdir():
+        if path.is_dir() and stale.fullmatch(path.name):
+            log.info("removing %s, left by a build that was killed", path.name)
+            shutil.rmtree(path, ignore_errors=True)
+
+
 def build_once(target: Path, marker: str, build: Callable[[Path], None]) -> bool:
     """Make the folder ``target`` with ``build(tmp)`` unless ``target/marker`` exists; True if built here.
 
     The build runs in a temporary sibling folder that is renamed into place, under a file lock
     (``<target>.lock``), so an interrupted build leaves nothing and concurrent callers build once.
+    A temporary folder left by a builder that was killed outright (SIGKILL, a lost node) is removed
+    by the next one: whoever holds the lock is the only builder of ``target``.
     """
     if (target / marker).exists():
         return False
@@ -132,6 +144,7 @@ def build_once(target: Path, marker: str, build: Callable[[Path], None]) -> bool
     try:
         if (target / marker).exists():  # built by the process we waited for
             return False
+        _remove_stale_builds(target)
         tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
         try:
             build(tmp)

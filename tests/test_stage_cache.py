@@ -36,6 +36,31 @@ def test_failed_build_leaves_nothing(tmp_path):
     assert not [p for p in (tmp_path / "stages").iterdir() if p.is_dir()]  # the lock file may stay
 
 
+def _hang(out):
+    (out / "partial").write_text("x")
+    time.sleep(60)
+
+
+def test_a_build_killed_outright_leaves_a_folder_the_next_build_removes(tmp_path):
+    ctx = multiprocessing.get_context("fork")
+    proc = ctx.Process(target=cached_stage, args=(tmp_path, "demo", {}, _hang))
+    proc.start()
+    stages = tmp_path / "stages"
+    deadline = time.monotonic() + 30
+    while not list(stages.glob(".demo-*/partial")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.kill()  # SIGKILL: no finally clause runs
+    proc.join()
+    (stale,) = [p for p in stages.glob(".demo-*") if p.is_dir()]
+    name = f"demo-{stage_key({'stage': 'demo', 'payload': {}})}"
+    other = stages / f".{name}-v2-abcdefgh"  # the build of another target, whose name starts alike
+    other.mkdir()
+    result = cached_stage(tmp_path, "demo", {}, lambda out: (out / "x.json").write_text("{}"))
+    assert not stale.exists() and other.exists()
+    assert result.path.name == name
+    assert sorted(p.name for p in stages.iterdir() if p.is_dir()) == [other.name, name]
+
+
 def test_key_is_stable_and_order_free():
     assert stage_key({"a": 1, "b": [1, 2]}) == stage_key({"b": [1, 2], "a": 1})
 
