@@ -87,6 +87,7 @@ def test_resnet18_train_bare_torch_loop(benchmark, setup) -> None:
 def test_resnet18_train_harness_step(benchmark, setup) -> None:
     from lumbar_bench.approaches.resnet18 import ResNet18Approach
     from lumbar_bench.constants import SEVERITY_WEIGHTS
+    from lumbar_bench.distributed import DistInfo
 
     cfg, x, y = setup["cfg"], setup["x"], setup["y"]
     torch.manual_seed(0)
@@ -95,7 +96,7 @@ def test_resnet18_train_harness_step(benchmark, setup) -> None:
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     loss_fn = torch.nn.CrossEntropyLoss(weight=torch.tensor(SEVERITY_WEIGHTS), ignore_index=-1)
     gen = torch.Generator().manual_seed(0)
-    args = (model, opt, loss_fn, x, y, gen, torch.device("cpu"))
+    args = (model, opt, loss_fn, x, y, gen, torch.device("cpu"), DistInfo())  # one process
     benchmark.pedantic(approach._train_epoch, args=args, rounds=3, iterations=1, warmup_rounds=1)
     benchmark.extra_info.update(batch_size=cfg.batch_size, image_size=cfg.image_size, augment=cfg.augment)
     harness = _images_per_s(benchmark, len(x))
