@@ -56,6 +56,17 @@ def split_label(label: str) -> tuple[str, str]:
     return label[:-6], label[-5:]
 
 
+def condition_side(condition: str) -> str:
+    """``"left"`` or ``"right"`` for a sided condition (``left_subarticular_stenosis``), else ``""``."""
+    return next((side for side in ("left", "right") if condition.startswith(f"{side}_")), "")
+
+
+def side_free(condition: str) -> str:
+    """``condition`` without its ``left_``/``right_`` prefix (unchanged when it has none)."""
+    side = condition_side(condition)
+    return condition[len(side) + 1 :] if side else condition
+
+
 def slug(text: str) -> str:
     """Metric-name form of a series description: ``"Sagittal T2/STIR"`` -> ``"sagittal_t2_stir"``."""
     return "".join(ch if ch.isalnum() else "_" for ch in text.lower()).strip("_")

@@ -19,7 +19,15 @@ import torch
 from lumbar_bench.approaches.lsdc25d import crops as cr
 from lumbar_bench.approaches.lsdc25d import levels as lvl
 from lumbar_bench.approaches.lsdc25d import localize as loc
-from lumbar_bench.constants import CONDITIONS, GROUP_SERIES, LABEL_COLUMNS, LEVELS, SERIES_TYPES, split_label
+from lumbar_bench.constants import (
+    CONDITIONS,
+    GROUP_SERIES,
+    LABEL_COLUMNS,
+    LEVELS,
+    SERIES_TYPES,
+    condition_side,
+    split_label,
+)
 from lumbar_bench.data import geometry as geo
 from lumbar_bench.data.dicom import SeriesVolume, sagittal_side
 from lumbar_bench.data.rsna import RSNAData
@@ -263,7 +271,7 @@ def study_crops(
         vol = study.volumes[spot.series_id]
         sagittal = spot.series_id not in study.by_type.get(AXIAL, [])
         order = cr.slice_order(vol, sagittal)
-        right = split_label(lab)[0].startswith("right")
+        right = condition_side(split_label(lab)[0]) == "right"
         spec = cr.CropSpec(spot.index, spot.row, spot.col, window * spacing_mm / 2, mirror=flip and right)
         if move is not None:
             spec = move.move(spec, order, vol.pixel_spacing)

@@ -20,7 +20,7 @@ import numpy as np
 
 from lumbar_bench.approaches.nnunet import anatomy as an
 from lumbar_bench.approaches.nnunet.pseudo_masks import ClassScheme, working_stack
-from lumbar_bench.constants import LABEL_COLUMNS, LEVELS, SCORE_GROUPS
+from lumbar_bench.constants import LABEL_COLUMNS, LEVELS, SCORE_GROUPS, condition_side
 from lumbar_bench.data import geometry as geo
 from lumbar_bench.errors import DataError
 
@@ -180,14 +180,9 @@ class StudyGrader:
             centre_x = geoms[best].to_patient(size / 2, size / 2)[0]
             cols = np.arange(size)
             left_cols = np.array([geoms[best].to_patient(size / 2, c)[0] > centre_x for c in cols])
+            halves = {"left": left_cols, "right": ~left_cols, "": None}
             for cond in scheme.conditions:
-                keep = (
-                    left_cols
-                    if cond.startswith("left_")
-                    else ~left_cols
-                    if cond.startswith("right_")
-                    else None
-                )
+                keep = halves[condition_side(cond)]
                 first = scheme.lesion(cond, 0)
                 mass = np.array(
                     [

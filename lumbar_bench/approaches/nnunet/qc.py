@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lumbar_bench.constants import SERIES_TYPES, slug
+from lumbar_bench.constants import SERIES_TYPES, condition_side, slug
 from lumbar_bench.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -80,10 +80,6 @@ def series_matches(series_type: str, wanted: str) -> bool:
     return have == want or have.startswith(want + "_")
 
 
-def _sided(condition: str) -> str:
-    return "left" if condition.startswith("left_") else "right" if condition.startswith("right_") else ""
-
-
 def score_series(
     series: pd.Series, coords: pd.DataFrame, cfg: QCConfig, region_median: float = float("nan")
 ) -> dict[str, float]:
@@ -112,7 +108,7 @@ def score_series(
         out["region_size"] = float((coords["region_area"] <= cfg.max_region_factor * region_median).mean())
     if len(coords):
         out["level"] = float((coords["level_from_masks"].fillna("") == coords["level"]).mean())
-        sides = coords["condition"].map(_sided)
+        sides = coords["condition"].map(condition_side)
         sided = sides != ""
         if sided.any():
             out["side"] = float((coords.loc[sided, "side_from_slice"] == sides[sided]).mean())

@@ -9,22 +9,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from lumbar_bench.constants import PROB_COLUMNS
+from lumbar_bench.constants import PROB_COLUMNS, side_free
 
 log = logging.getLogger(__name__)
 
 SAGITTAL_ANATOMY: tuple[str, ...] = ("vertebra", "disc")
-
-
-SIDES = ("left_", "right_")
-
-
-def side_free(condition: str) -> str:
-    """``condition`` without its ``left_``/``right_`` prefix (unchanged when it has none)."""
-    for prefix in SIDES:
-        if condition.startswith(prefix):
-            return condition[len(prefix) :]
-    return condition
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,9 @@ import json
 
 import numpy as np
 
-from lumbar_bench.approaches.nnunet.schemes import ClassScheme, load_schemes, save_schemes, side_free
+from lumbar_bench.approaches.nnunet.schemes import ClassScheme, load_schemes, save_schemes
 from lumbar_bench.approaches.nnunet.seg_eval import collapse_severity
+from lumbar_bench.constants import condition_side, side_free
 
 FORAMINA = ("left_neural_foraminal_narrowing", "right_neural_foraminal_narrowing")
 
@@ -35,6 +36,12 @@ def test_merged_sides_share_one_set_of_classes():
     canal = ClassScheme("Sagittal T2/STIR", ("spinal_canal_stenosis",), ("vertebra",), merge_sides=True)
     assert canal.groups == ("spinal_canal_stenosis",) and canal.lesion("spinal_canal_stenosis", 2) == 4
     assert side_free("left_subarticular_stenosis") == "subarticular_stenosis"
+
+
+def test_the_side_of_a_condition_comes_from_its_prefix():
+    assert [condition_side(c) for c in (*FORAMINA, "spinal_canal_stenosis")] == ["left", "right", ""]
+    assert side_free("spinal_canal_stenosis") == "spinal_canal_stenosis"
+    assert side_free("right_neural_foraminal_narrowing") == "neural_foraminal_narrowing"
 
 
 def test_collapse_severity_counts_lesion_groups():
