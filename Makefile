@@ -25,7 +25,7 @@ demo: venv
 	$(BIN)/lumbar-bench run --approach resnet18
 	$(BIN)/lumbar-bench leaderboard --subset full
 
-# The CI gate runs inside the tests (tests/test_gate.py): each ci configuration trains once, and the
+# The CI gate runs inside the tests (tests/gate/test_gate.py): each ci configuration trains once, and the
 # smoke, stage-reuse and break tests read the gate's runs. Its table closes the pytest output.
 test: venv
 	$(BIN)/python -m pytest -m "not gpu" -q --durations=10

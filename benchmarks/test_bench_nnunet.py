@@ -7,7 +7,7 @@ three classes) with the same plans, one torch thread, augmentation in the main p
 - **harness**: :func:`lumbar_bench.approaches.nnunet.trainer.train` as the approach drives it,
   with the ci schedule (optimizer, learning rate, checkpoint cadence), every epoch's metrics
   logged to a real MLflow run (SQLite, through ``EpochMetrics`` as the approach does) and
-  the compute ledger (:class:`~lumbar_bench.attempts.Claim`) told at every checkpoint;
+  the compute ledger (:class:`~lumbar_bench.run.attempts.Claim`) told at every checkpoint;
 - **bare**: nnU-Net's ``nnUNetTrainerNoMirroring`` with its own defaults (SGD, checkpoints,
   log file) except the schedule (epochs, iterations) and without the per-epoch progress plot
   (about 1.5 s per epoch on a CPU, which the harness drops too; with it the comparison would
@@ -69,7 +69,7 @@ class BareTrainer(nnUNetTrainerNoMirroring):
 
 
 def _ci_config():
-    from lumbar_bench.registry import get_approach
+    from lumbar_bench.approaches.registry import get_approach
 
     try:
         return get_approach("nnunet-raw").Config.for_subset("ci")
@@ -95,10 +95,10 @@ def _cases(patch: int):
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """Export, plan and preprocess the synthetic dataset once; an MLflow run and a ledger for the harness."""
-    from lumbar_bench import tracking
     from lumbar_bench.approaches.nnunet import dataset as nd
     from lumbar_bench.approaches.nnunet import trainer as nt
-    from lumbar_bench.attempts import Claim
+    from lumbar_bench.run.attempts import Claim
+    from lumbar_bench.tracking.client import tracked_run
 
     cfg = _ci_config()
     plan = cfg.plan()
@@ -112,7 +112,7 @@ def prepared(tmp_path_factory: pytest.TempPathFactory) -> dict:
     nt.write_splits(paths, DATASET_ID, [{"train": ids[:12], "val": ids[12:]}])
     uri = f"sqlite:///{root / 'mlflow.db'}"
     (root / "work").mkdir()
-    with tracking.tracked_run(uri, "bench", "nnunet") as run:
+    with tracked_run(uri, "bench", "nnunet") as run:
         claim = Claim(root / "work")
         claim.begin(run.run_id, uri, "cpu")
         claim.start_fit()
@@ -175,7 +175,7 @@ def _rate(epoch_ends: list[list[float]], iterations: int) -> tuple[float, list[f
 
 
 def test_harness_trains_nearly_as_fast_as_bare_nnunet(benchmark, prepared) -> None:
-    from lumbar_bench.seeding import torch_threads
+    from lumbar_bench.core.seeding import torch_threads
 
     root, iterations = prepared["root"], prepared["cfg"].iterations
     ends: dict[str, list[list[float]]] = {"harness": [], "bare": []}

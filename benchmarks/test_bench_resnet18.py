@@ -87,7 +87,7 @@ def test_resnet18_train_bare_torch_loop(benchmark, setup) -> None:
 def test_resnet18_train_harness_step(benchmark, setup) -> None:
     from lumbar_bench.approaches.resnet18 import ResNet18Approach
     from lumbar_bench.constants import SEVERITY_WEIGHTS
-    from lumbar_bench.distributed import DistInfo
+    from lumbar_bench.core.distributed import DistInfo
 
     cfg, x, y = setup["cfg"], setup["x"], setup["y"]
     torch.manual_seed(0)

@@ -10,7 +10,7 @@ import typing
 from collections.abc import Iterable
 from typing import Any, TypeVar
 
-from lumbar_bench.errors import ConfigError
+from lumbar_bench.core.errors import ConfigError
 
 C = TypeVar("C")
 

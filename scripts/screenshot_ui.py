@@ -26,8 +26,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
-from lumbar_bench import leaderboard as lb
-from lumbar_bench import tracking
+from lumbar_bench.board import leaderboard as lb
+from lumbar_bench.tracking.client import experiment_id
+from lumbar_bench.tracking.names import DEFAULT_EXPERIMENT
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 CHROMIUM = (
@@ -89,7 +90,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--tracking-uri", required=True)
-    parser.add_argument("--experiment", default=tracking.DEFAULT_EXPERIMENT)
+    parser.add_argument("--experiment", default=DEFAULT_EXPERIMENT)
     parser.add_argument("--subset", default="ci")
     parser.add_argument("--out", type=Path, default=DOCS)
     args = parser.parse_args()
@@ -97,7 +98,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         board_run = lb.publish(board, args.tracking_uri, lb.write(board, Path(tmp)))
     view = lb.share_view(board, args.tracking_uri)
-    exp = tracking.experiment_id(args.tracking_uri, args.experiment)
+    exp = experiment_id(args.tracking_uri, args.experiment)
     args.out.mkdir(parents=True, exist_ok=True)
     with mlflow_ui(args.tracking_uri) as base:
         screenshot(base + view, args.out / "mlflow-leaderboard-runs.png")

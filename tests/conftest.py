@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from lumbar_bench.baseline import Baseline
-    from lumbar_bench.check import CheckRequest, Verdict
+    from lumbar_bench.gate.baseline import Baseline
+    from lumbar_bench.gate.check import CheckRequest, Verdict
 
 #: Session fixtures of real services, one module each (tests/fixtures/).
 pytest_plugins = ["tests.fixtures.tracking_server", "tests.fixtures.slurm"]
@@ -38,18 +38,18 @@ def tiny_phantom(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def default_phantom() -> Path:
     """The default 200-study phantom, generated once into ``.ci-work/`` (shared with the gate)."""
-    from lumbar_bench import datasets
+    from lumbar_bench.data import defaults
 
-    return datasets.ensure_phantom(CI_WORK / "cache", progress=False)
+    return defaults.ensure_phantom(CI_WORK / "cache", progress=False)
 
 
 @pytest.fixture(scope="session")
 def _empty_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An MLflow sqlite store created (and schema-migrated) once: 1.3 s here, where a copy takes 0.04 s."""
-    from lumbar_bench import tracking
+    from lumbar_bench.tracking.search import search_runs
 
     path = tmp_path_factory.mktemp("empty-store") / "mlflow.db"
-    tracking.search_runs(f"sqlite:///{path}", "none")  # opening the store creates and migrates it
+    search_runs(f"sqlite:///{path}", "none")  # opening the store creates and migrates it
     return path
 
 
@@ -83,8 +83,8 @@ def gate(
     gate's store instead of training again, so ``make test`` trains each configuration once.
     The default phantom is generated once into ``.ci-work/``; the store and caches are fresh.
     """
-    from lumbar_bench import check
-    from lumbar_bench.baseline import Baseline
+    from lumbar_bench.gate import check
+    from lumbar_bench.gate.baseline import Baseline
 
     root = tmp_path_factory.mktemp("gate")
     request = check.CheckRequest(

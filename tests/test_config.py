@@ -3,7 +3,7 @@ from dataclasses import dataclass
 import pytest
 
 from lumbar_bench.config import apply_overrides, config_dict, config_from_dict, config_hash
-from lumbar_bench.errors import ConfigError
+from lumbar_bench.core.errors import ConfigError
 
 
 @dataclass(frozen=True)

@@ -1,1 +1,1 @@
-"""Approaches, one file each; see :mod:`lumbar_bench.registry` for the names."""
+"""Approaches, one file each; see :mod:`lumbar_bench.approaches.registry` for the names."""

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 if TYPE_CHECKING:
     import pandas as pd
 
-    from lumbar_bench.context import RunContext
+    from lumbar_bench.approaches.context import RunContext
     from lumbar_bench.data.rsna import RSNAData
 
 

@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 
 from lumbar_bench.approaches.base import Approach, FitReport
+from lumbar_bench.approaches.context import RunContext
 from lumbar_bench.constants import LABEL_COLUMNS, PROB_COLUMNS, row_id
-from lumbar_bench.context import RunContext
 from lumbar_bench.data.rsna import RSNAData
 
 

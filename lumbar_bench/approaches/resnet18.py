@@ -24,19 +24,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lumbar_bench import distributed
 from lumbar_bench.approaches.base import Approach, FitReport
+from lumbar_bench.approaches.context import RunContext
 from lumbar_bench.config import config_hash
 from lumbar_bench.constants import LABEL_COLUMNS, PROB_COLUMNS, SERIES_TYPES, SEVERITY_WEIGHTS, row_id
-from lumbar_bench.context import RunContext
+from lumbar_bench.core import distributed
+from lumbar_bench.core.distributed import DistInfo
+from lumbar_bench.core.errors import DataError
+from lumbar_bench.core.files import torch_save_atomic
+from lumbar_bench.core.progress import progress_bar
 from lumbar_bench.data.dicom import sagittal_side
 from lumbar_bench.data.rsna import RSNAData
-from lumbar_bench.distributed import DistInfo
-from lumbar_bench.errors import DataError
-from lumbar_bench.files import torch_save_atomic
+from lumbar_bench.data.splits import subset_studies
 from lumbar_bench.metrics.score import score_arrays
-from lumbar_bench.progress import progress_bar
-from lumbar_bench.splits import subset_studies
 
 log = logging.getLogger(__name__)
 N_LABELS = len(LABEL_COLUMNS)

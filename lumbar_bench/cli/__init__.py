@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from lumbar_bench.cli.commands import HANDLERS
 from lumbar_bench.cli.parser import build_parser
-from lumbar_bench.errors import LumbarBenchError
+from lumbar_bench.core.errors import LumbarBenchError
 
 __all__ = ["build_parser", "main"]
 

@@ -8,7 +8,8 @@ import logging
 import sys
 from collections.abc import Callable
 
-from lumbar_bench.errors import LumbarBenchError, SubmissionError
+from lumbar_bench.core.errors import LumbarBenchError, SubmissionError
+from lumbar_bench.core.paths import default_cache_dir
 
 log = logging.getLogger("lumbar_bench")
 
@@ -29,7 +30,7 @@ def handler(
 
 @handler("list")
 def _list(args: argparse.Namespace) -> int:
-    from lumbar_bench.registry import list_approaches
+    from lumbar_bench.approaches.registry import list_approaches
 
     specs = list_approaches(args.pattern)
     width = max((len(s.name) for s in specs), default=0)
@@ -61,10 +62,10 @@ def _synth(args: argparse.Namespace) -> int:
 
 @handler("splits")
 def _splits(args: argparse.Namespace) -> int:
-    from lumbar_bench import datasets
-    from lumbar_bench.splits import make_split, save_split
+    from lumbar_bench.data import defaults
+    from lumbar_bench.data.splits import make_split, save_split
 
-    data = datasets.load_data(args.data, args.cache_dir or datasets.default_cache_dir(), not args.no_progress)
+    data = defaults.load_data(args.data, args.cache_dir or default_cache_dir(), not args.no_progress)
     split = make_split(data.labels, args.folds, args.seed, data.data_digest())
     if args.out:
         save_split(split, args.out)
@@ -76,10 +77,10 @@ def _splits(args: argparse.Namespace) -> int:
 
 @handler("prepare")
 def _prepare(args: argparse.Namespace) -> int:
-    from lumbar_bench import datasets
+    from lumbar_bench.data import defaults
     from lumbar_bench.data.ingest import prepare
 
-    data = datasets.load_data(args.data, args.cache_dir or datasets.default_cache_dir(), not args.no_progress)
+    data = defaults.load_data(args.data, args.cache_dir or default_cache_dir(), not args.no_progress)
     summary = prepare(data, progress=not args.no_progress, workers=args.workers)
     print(summary.describe())
     return 0
@@ -112,8 +113,8 @@ def _score(args: argparse.Namespace) -> int:
 
 @handler("run")
 def _run(args: argparse.Namespace) -> int:
-    from lumbar_bench import distributed
-    from lumbar_bench.runner import RunRequest, run
+    from lumbar_bench.core import distributed
+    from lumbar_bench.run.runner import RunRequest, run
 
     result = run(
         RunRequest(
@@ -159,8 +160,8 @@ def _run(args: argparse.Namespace) -> int:
 
 @handler("sweep")
 def _sweep(args: argparse.Namespace) -> int:
-    from lumbar_bench import leaderboard as lb
-    from lumbar_bench import sweep
+    from lumbar_bench.board import leaderboard as lb
+    from lumbar_bench.scale import sweep
 
     request = sweep.SweepRequest(
         approaches=tuple(args.approaches),
@@ -202,7 +203,7 @@ def _sweep(args: argparse.Namespace) -> int:
 
 @handler("predict")
 def _predict(args: argparse.Namespace) -> int:
-    from lumbar_bench.runner import predict_from_run
+    from lumbar_bench.run.predict import predict_from_run
 
     sub = predict_from_run(
         args.run_id,
@@ -219,8 +220,8 @@ def _predict(args: argparse.Namespace) -> int:
 
 @handler("leaderboard")
 def _leaderboard(args: argparse.Namespace) -> int:
-    from lumbar_bench import leaderboard as lb
-    from lumbar_bench import tracking
+    from lumbar_bench.board import leaderboard as lb
+    from lumbar_bench.tracking.names import ui_link
 
     request = lb.BoardRequest(
         tracking_uri=args.tracking_uri,
@@ -242,7 +243,7 @@ def _leaderboard(args: argparse.Namespace) -> int:
         print(text, end="" if text.endswith("\n") else "\n")
     log.info("board %s: %s; logged as run %s", board.board_id, paths["md"].parent, run_id)
     view = lb.share_view(board, args.tracking_uri)
-    print(tracking.ui_link(args.tracking_uri, view), file=sys.stderr)
+    print(ui_link(args.tracking_uri, view), file=sys.stderr)
     if args.register:
         version, run = lb.register_top(board, args.tracking_uri, args.register)
         print(
@@ -254,7 +255,7 @@ def _leaderboard(args: argparse.Namespace) -> int:
 
 @handler("check")
 def _check(args: argparse.Namespace) -> int:
-    from lumbar_bench import check
+    from lumbar_bench.gate import check
 
     request = check.CheckRequest(
         baseline_path=args.baseline,
@@ -284,7 +285,7 @@ def _check(args: argparse.Namespace) -> int:
 
 @handler("claims")
 def _claims(args: argparse.Namespace) -> int:
-    from lumbar_bench import claims
+    from lumbar_bench.board import claims
 
     request = claims.ClaimsRequest(
         tracking_uri=args.tracking_uri,

@@ -54,7 +54,7 @@ def _overrides(p: argparse.ArgumentParser, help_: str) -> None:
 
 
 def _tracking(p: argparse.ArgumentParser) -> None:
-    from lumbar_bench.tracking import DEFAULT_EXPERIMENT, DEFAULT_TRACKING_URI
+    from lumbar_bench.tracking.names import DEFAULT_EXPERIMENT, DEFAULT_TRACKING_URI
 
     p.add_argument("--tracking-uri", default=DEFAULT_TRACKING_URI, help="MLflow store (default: %(default)s)")
     p.add_argument(

@@ -45,9 +45,9 @@ from pathlib import Path
 import numpy as np
 import xxhash
 
+from lumbar_bench.core.files import write_text_atomic
 from lumbar_bench.data import dicom
 from lumbar_bench.data.dicom import SeriesVolume
-from lumbar_bench.files import write_text_atomic
 
 log = logging.getLogger(__name__)
 

@@ -37,9 +37,9 @@ from pathlib import Path
 
 import numpy as np
 
+from lumbar_bench.core.errors import DataError
 from lumbar_bench.data.dicom_file import DicomSlice, modality_values, read_slice, short_error
 from lumbar_bench.data.geometry import unit_normal
-from lumbar_bench.errors import DataError
 
 log = logging.getLogger(__name__)
 

@@ -14,9 +14,9 @@ from itertools import chain
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
+from lumbar_bench.core.errors import DataError
+from lumbar_bench.core.parallel import process_pool, worker_count
 from lumbar_bench.data.cache import SeriesCache
-from lumbar_bench.errors import DataError
-from lumbar_bench.parallel import process_pool, worker_count
 
 if TYPE_CHECKING:  # workers import this module: keep pandas out of it
     from lumbar_bench.data.rsna import RSNAData

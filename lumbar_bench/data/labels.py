@@ -1,6 +1,6 @@
 """Read and validate the RSNA CSV files: labels, label coordinates, series descriptions.
 
-Every problem that makes a file unusable raises :class:`~lumbar_bench.errors.DataError`
+Every problem that makes a file unusable raises :class:`~lumbar_bench.core.errors.DataError`
 with one line naming the file and the problem (column, value and line where it applies).
 Line numbers count the header as line 1, as an editor shows them.
 """
@@ -23,7 +23,7 @@ from lumbar_bench.constants import (
     TITLE_TO_CONDITION,
     TITLE_TO_LEVEL,
 )
-from lumbar_bench.errors import DataError
+from lumbar_bench.core.errors import DataError
 
 log = logging.getLogger(__name__)
 

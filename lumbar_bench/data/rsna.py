@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from lumbar_bench.core.errors import DataError
+from lumbar_bench.core.paths import default_cache_dir as user_cache_dir
 from lumbar_bench.data import labels as labels_io
 from lumbar_bench.data.cache import SeriesCache
 from lumbar_bench.data.dicom import SeriesVolume
-from lumbar_bench.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -26,9 +27,7 @@ PARTS: tuple[str, ...] = ("train", "test")
 
 def default_cache_dir() -> Path:
     """Return the per-user series cache: ``<user cache dir>/lumbar-bench/series``."""
-    from lumbar_bench.datasets import default_cache_dir as user_cache
-
-    return user_cache() / "series"
+    return user_cache_dir() / "series"
 
 
 def csv_paths(root: Path, part: str) -> dict[str, Path]:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lumbar_bench.errors import DataError
+from lumbar_bench.core.errors import DataError
 
 log = logging.getLogger(__name__)
 

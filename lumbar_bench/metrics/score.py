@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from lumbar_bench.constants import LABEL_COLUMNS, PROB_COLUMNS, SCORE_GROUPS, SEVERITY_WEIGHTS, row_id
-from lumbar_bench.errors import SubmissionError
+from lumbar_bench.core.errors import SubmissionError
 
 log = logging.getLogger(__name__)
 
@@ -161,3 +161,13 @@ def score(labels: pd.DataFrame, submission: pd.DataFrame) -> ScoreResult:
     if result.skipped:
         log.warning("score: no labelled rows for %s; left out of the mean", ", ".join(result.skipped))
     return result
+
+
+def complete_submission(pred: pd.DataFrame, study_ids: list[int], approach: str) -> pd.DataFrame:
+    """Check an approach returned every row for ``study_ids`` and order them like labels."""
+    wanted = [row_id(s, lab) for s in study_ids for lab in LABEL_COLUMNS]
+    have = pred.drop_duplicates("row_id").set_index("row_id")
+    missing = pd.Index(wanted).difference(have.index)
+    if len(missing):
+        raise SubmissionError(f"approach {approach!r} left {len(missing)} rows out, e.g. {missing[0]!r}")
+    return have.loc[wanted, list(PROB_COLUMNS)].reset_index()

@@ -9,12 +9,14 @@ import sys
 import pandas as pd
 import pytest
 
-from lumbar_bench import registry, tracking
-from lumbar_bench.baseline import Baseline
+from lumbar_bench.approaches import registry
 from lumbar_bench.constants import LABEL_COLUMNS
 from lumbar_bench.data.labels import read_labels
+from lumbar_bench.gate.baseline import Baseline
 from lumbar_bench.metrics.score import score
-from lumbar_bench.runner import RunRequest, RunResult, run
+from lumbar_bench.run.runner import RunRequest, RunResult, run
+from lumbar_bench.tracking.models import load_model
+from lumbar_bench.tracking.search import download_artifacts, get_run, search_runs
 from tests.conftest import BASELINE
 
 FAST = {"prior"}
@@ -34,7 +36,7 @@ def _ci_run(name, request, tiny_phantom, tmp_path, tracking_uri):
     """``(result, uri, data_dir, cache_dir)`` of a ci run: the gate's, or a new one on the tiny phantom."""
     if name in GATED:
         gate = request.getfixturevalue("gate")
-        info = tracking.get_run(gate.request.tracking_uri, gate.run_id(name))
+        info = get_run(gate.request.tracking_uri, gate.run_id(name))
         result = RunResult(
             info.run_id,
             name,
@@ -68,7 +70,7 @@ def test_ci_run_logs_a_reproducible_score(name, request, tiny_phantom, tmp_path,
         assert key in out
     assert 0 < out["rsna_score"] < 5 and 0 <= out["accuracy"] <= 1
 
-    info = tracking.get_run(tracking_uri, result.run_id)
+    info = get_run(tracking_uri, result.run_id)
     assert info.status == "FINISHED"
     for tag in ("approach", "config_hash", "split_digest", "data_digest", "fold", "subset", "seed", "device"):
         assert info.tags[tag], tag
@@ -86,8 +88,8 @@ def test_ci_run_logs_a_reproducible_score(name, request, tiny_phantom, tmp_path,
 
     # the logged score is recomputable from the logged artifacts, through the CLI
     art = tmp_path / "art"
-    labels = tracking.download_artifacts(tracking_uri, result.run_id, "labels.csv", art)
-    preds = tracking.download_artifacts(tracking_uri, result.run_id, "predictions.csv", art)
+    labels = download_artifacts(tracking_uri, result.run_id, "labels.csv", art)
+    preds = download_artifacts(tracking_uri, result.run_id, "predictions.csv", art)
     cli = subprocess.run(
         [sys.executable, "-m", "lumbar_bench.cli", "score", str(labels), str(preds), "--json"],
         capture_output=True,
@@ -100,7 +102,7 @@ def test_ci_run_logs_a_reproducible_score(name, request, tiny_phantom, tmp_path,
     # of the held-out fold again, with the run's score
     held_out = read_labels(labels)
     frame = pd.DataFrame({"data": str(data_dir), "study_id": list(held_out.index)})
-    model = tracking.load_model(tracking_uri, result.run_id)
+    model = load_model(tracking_uri, result.run_id)
     sub = model.predict(frame, params={"part": "train", "device": "cpu", "cache_dir": str(cache_dir)})
     assert len(sub) == 25 * len(held_out)
     assert set(sub.row_id.str.split("_", n=1).str[1]) == set(LABEL_COLUMNS)
@@ -127,7 +129,7 @@ def test_a_crash_marks_the_run_failed(tiny_phantom, tmp_path, tracking_uri, monk
                 progress=False,
             )
         )
-    runs = tracking.search_runs(tracking_uri, "crash")
+    runs = search_runs(tracking_uri, "crash")
     assert [r.status for r in runs] == ["FAILED"]
     assert runs[0].tags["failure_reason"] == "RuntimeError"
     assert "simulated crash" in runs[0].tags["failure_message"]

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from lumbar_bench.approaches.context import RunContext
 from lumbar_bench.approaches.resnet18 import ResNet18Approach, ResNet18Config, build_model, fit_temperature
-from lumbar_bench.context import RunContext
+from lumbar_bench.core.errors import DataError
 from lumbar_bench.data.rsna import RSNAData
-from lumbar_bench.errors import DataError
 
 pytestmark = pytest.mark.slow
 

@@ -24,10 +24,10 @@ from pydicom.uid import (
     generate_uid,
 )
 
+from lumbar_bench.core.errors import DataError
 from lumbar_bench.data import dicom as dicom_mod
 from lumbar_bench.data.dicom import QUANT_LEVELS, SeriesVolume, read_series, sagittal_side, slice_normal
 from lumbar_bench.data.dicom_file import decode_pixels, slice_values
-from lumbar_bench.errors import DataError
 
 SAGITTAL = (0.0, 1.0, 0.0, 0.0, 0.0, -1.0)  # rows run anterior->posterior, columns head->feet
 AXIAL = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)

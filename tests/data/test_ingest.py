@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from lumbar_bench.constants import LABEL_COLUMNS
+from lumbar_bench.core.errors import DataError
 from lumbar_bench.data.ingest import IngestSummary, prepare
 from lumbar_bench.data.rsna import RSNAData
-from lumbar_bench.errors import DataError
 from tests.data.test_dicom import write_series
 
 # study -> [(series, description, slices)]

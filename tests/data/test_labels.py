@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from lumbar_bench.constants import LABEL_COLUMNS, SEVERITIES
+from lumbar_bench.core.errors import DataError
 from lumbar_bench.data.labels import (
     MAX_COORDINATE_WARNINGS,
     empty_labels,
@@ -19,7 +20,6 @@ from lumbar_bench.data.labels import (
     read_series_descriptions,
     validate_coordinates,
 )
-from lumbar_bench.errors import DataError
 
 
 def write_labels(path: Path, rows: dict[int, list[str]]) -> Path:

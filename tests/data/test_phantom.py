@@ -22,6 +22,7 @@ from lumbar_bench.constants import (
     SEVERITIES,
     row_id,
 )
+from lumbar_bench.core.errors import ConfigError
 from lumbar_bench.data.phantom import anatomy, disease, geometry, pathology, reference
 from lumbar_bench.data.phantom.cohort import LAYOUT_KINDS
 from lumbar_bench.data.phantom.dicom_writer import SeriesInfo, uid, write_series
@@ -29,7 +30,6 @@ from lumbar_bench.data.phantom.drawing import T_CSF, T_FAT, T_NERVE
 from lumbar_bench.data.phantom.render import draw_stack
 from lumbar_bench.data.phantom.study import HARD_KINDS
 from lumbar_bench.data.phantom.synth import PhantomConfig, plan_studies, synthesize
-from lumbar_bench.errors import ConfigError
 
 COORD_COLUMNS = ["study_id", "series_id", "instance_number", "condition", "level", "x", "y"]
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from lumbar_bench.core.errors import DataError
 from lumbar_bench.data.spider import iter_spider, read_spider, sagittal_slices, spider_pairs
-from lumbar_bench.errors import DataError
 
 
 def write_mha(path: Path, array_zyx: np.ndarray, spacing_xyz: tuple[float, float, float]) -> None:

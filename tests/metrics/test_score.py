@@ -6,7 +6,7 @@ import pytest
 from sklearn.metrics import log_loss
 
 from lumbar_bench.constants import LABEL_COLUMNS, PROB_COLUMNS, row_id
-from lumbar_bench.errors import SubmissionError
+from lumbar_bench.core.errors import SubmissionError
 from lumbar_bench.metrics.score import EPS, score, score_arrays
 
 SPINAL = [c for c in LABEL_COLUMNS if c.startswith("spinal")]

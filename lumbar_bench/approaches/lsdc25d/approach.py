@@ -25,8 +25,8 @@ import pandas as pd
 import torch
 from scipy.special import softmax
 
-from lumbar_bench import distributed
 from lumbar_bench.approaches.base import Approach, FitReport, ReportBuilder
+from lumbar_bench.approaches.context import RunContext
 from lumbar_bench.approaches.lsdc25d import evaluate as ev
 from lumbar_bench.approaches.lsdc25d import grader as gr
 from lumbar_bench.approaches.lsdc25d import localize as loc
@@ -37,13 +37,13 @@ from lumbar_bench.approaches.prior import fit_prior
 from lumbar_bench.approaches.resnet18 import best_temperature
 from lumbar_bench.config import config_hash
 from lumbar_bench.constants import LABEL_COLUMNS, PROB_COLUMNS, SERIES_TYPES, row_id, slug
-from lumbar_bench.context import RunContext
+from lumbar_bench.core import distributed
+from lumbar_bench.core.errors import ConfigError
+from lumbar_bench.core.progress import progress_bar
+from lumbar_bench.core.stage_cache import cached_stage, charge_reuse
 from lumbar_bench.data.rsna import RSNAData
-from lumbar_bench.errors import ConfigError
+from lumbar_bench.data.splits import subset_studies
 from lumbar_bench.metrics.score import score_arrays
-from lumbar_bench.progress import progress_bar
-from lumbar_bench.splits import subset_studies
-from lumbar_bench.stage_cache import cached_stage, charge_reuse
 
 log = logging.getLogger(__name__)
 

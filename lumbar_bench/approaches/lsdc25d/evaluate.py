@@ -16,11 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
+from lumbar_bench.approaches.context import RunContext
 from lumbar_bench.approaches.lsdc25d import grader as gr
 from lumbar_bench.approaches.lsdc25d import levels as lvl
 from lumbar_bench.approaches.lsdc25d.study import AXIAL, Spot, StudySeries, truth_spots
 from lumbar_bench.constants import GROUP_SERIES, LABEL_COLUMNS, SCORE_GROUPS, SEVERITIES, split_label
-from lumbar_bench.context import RunContext
 from lumbar_bench.data.rsna import RSNAData
 
 log = logging.getLogger(__name__)

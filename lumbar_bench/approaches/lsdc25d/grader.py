@@ -21,11 +21,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from lumbar_bench import distributed
 from lumbar_bench.constants import LABEL_COLUMNS, LEVELS, SCORE_GROUPS, SEVERITY_WEIGHTS, split_label
-from lumbar_bench.distributed import DistInfo
-from lumbar_bench.errors import DataError
-from lumbar_bench.files import torch_save_atomic
+from lumbar_bench.core import distributed
+from lumbar_bench.core.distributed import DistInfo
+from lumbar_bench.core.errors import DataError
+from lumbar_bench.core.files import torch_save_atomic
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +159,7 @@ def train_epoch(
 
     ``ema``, if given, is updated after every step. Under torchrun (``dist``) ``model`` is the
     DDP-wrapped grader; every rank draws the same order and variants and trains on its shard of
-    each batch's studies (see :meth:`~lumbar_bench.distributed.DistInfo.shard`).
+    each batch's studies (see :meth:`~lumbar_bench.core.distributed.DistInfo.shard`).
     """
     model.train()
     order = rng.permutation(data.valid.shape[0])

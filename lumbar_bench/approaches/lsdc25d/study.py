@@ -28,10 +28,10 @@ from lumbar_bench.constants import (
     condition_side,
     split_label,
 )
+from lumbar_bench.core.errors import DataError
 from lumbar_bench.data import geometry as geo
 from lumbar_bench.data.dicom import SeriesVolume, sagittal_side
 from lumbar_bench.data.rsna import RSNAData
-from lumbar_bench.errors import DataError
 
 log = logging.getLogger(__name__)
 AXIAL = GROUP_SERIES["subarticular"]

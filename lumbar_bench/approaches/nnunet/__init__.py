@@ -4,5 +4,5 @@
 annotated slices) -> ``qc`` (plausibility per series) -> ``dataset``/``trainer``/``predictor``
 (nnU-Net v2 export, plan, train, predict) -> ``grading`` (probabilities -> 25 x 3 per study).
 ``approach`` wires them into the three registered approaches; each stage is cached by the
-harness's :mod:`lumbar_bench.stage_cache`.
+harness's :mod:`lumbar_bench.core.stage_cache`.
 """

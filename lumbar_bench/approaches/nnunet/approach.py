@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from lumbar_bench.approaches.base import Approach, FitReport, ReportBuilder
+from lumbar_bench.approaches.context import RunContext
 from lumbar_bench.approaches.nnunet import grading as gr
 from lumbar_bench.approaches.nnunet import pipeline as pl
 from lumbar_bench.approaches.nnunet.pseudo_masks import (
@@ -35,10 +36,9 @@ from lumbar_bench.approaches.nnunet.pseudo_masks import (
 from lumbar_bench.approaches.nnunet.vertebrae import VertebraConfig
 from lumbar_bench.approaches.prior import fit_prior
 from lumbar_bench.constants import LABEL_COLUMNS, PROB_COLUMNS, SCORE_GROUPS, row_id, slug
-from lumbar_bench.context import RunContext
-from lumbar_bench.errors import ConfigError, DataError
-from lumbar_bench.progress import progress_bar
-from lumbar_bench.stage_cache import charge_reuse
+from lumbar_bench.core.errors import ConfigError, DataError
+from lumbar_bench.core.progress import progress_bar
+from lumbar_bench.core.stage_cache import charge_reuse
 
 log = logging.getLogger(__name__)
 VARIANTS = ("raw", "qc", "refined")
@@ -219,7 +219,7 @@ class NnUNetApproach(Approach):
     def fit(self, data, study_ids: Sequence[int], ctx: RunContext) -> FitReport:  # noqa: ANN001
         """Run every stage on the training studies; only ``study_ids`` are ever looked at."""
         from lumbar_bench.approaches.nnunet.trainer import require_gpus
-        from lumbar_bench.seeding import torch_threads
+        from lumbar_bench.core.seeding import torch_threads
 
         require_gpus(self.config.num_gpus, ctx.device)  # before any stage: fails in a second, not an hour
         self._report = ReportBuilder()
@@ -384,7 +384,7 @@ class NnUNetApproach(Approach):
 
     def predict(self, data, study_ids: Sequence[int], ctx: RunContext) -> pd.DataFrame:  # noqa: ANN001
         """Grades from the segmentation where it finds something, the training prior elsewhere."""
-        from lumbar_bench.seeding import torch_threads
+        from lumbar_bench.core.seeding import torch_threads
 
         with torch_threads(self.config.threads):
             return self._predict(data, study_ids, ctx)

@@ -21,8 +21,8 @@ import numpy as np
 from lumbar_bench.approaches.nnunet import anatomy as an
 from lumbar_bench.approaches.nnunet.pseudo_masks import ClassScheme, working_stack
 from lumbar_bench.constants import LABEL_COLUMNS, LEVELS, SCORE_GROUPS, condition_side
+from lumbar_bench.core.errors import DataError
 from lumbar_bench.data import geometry as geo
-from lumbar_bench.errors import DataError
 
 log = logging.getLogger(__name__)
 _ROW = {lab: i for i, lab in enumerate(LABEL_COLUMNS)}

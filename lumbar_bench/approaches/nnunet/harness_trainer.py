@@ -35,7 +35,7 @@ from nnunetv2.training.nnUNetTrainer.variants.data_augmentation.nnUNetTrainerNoM
 )
 
 from lumbar_bench.approaches.nnunet.trainer import SCHEDULE_FILE, SIDECAR, LogStream, Schedule
-from lumbar_bench.files import write_text_atomic
+from lumbar_bench.core.files import write_text_atomic
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Cached stage wiring shared by the nnU-Net approaches: vertebrae, pseudo-masks, nnU-Net datasets.
 
-Each function builds one stage through :func:`~lumbar_bench.stage_cache.cached_stage` and
+Each function builds one stage through :func:`~lumbar_bench.core.stage_cache.cached_stage` and
 reports its runtime and whether the cache answered, so a second approach on the same
 data, split and subset reuses the vertebra U-Net and the pseudo-masks.
 """
@@ -27,7 +27,7 @@ from lumbar_bench.approaches.nnunet.vertebrae import (
     train_vertebra_model,
 )
 from lumbar_bench.constants import slug
-from lumbar_bench.stage_cache import StageResult, cached_stage, stage_key
+from lumbar_bench.core.stage_cache import StageResult, cached_stage, stage_key
 
 log = logging.getLogger(__name__)
 

@@ -36,9 +36,9 @@ from lumbar_bench.approaches.nnunet import anatomy as an
 from lumbar_bench.approaches.nnunet.schemes import ClassScheme, derive_schemes, load_schemes, save_schemes
 from lumbar_bench.approaches.nnunet.vertebrae import DISC, VERTEBRA, resize, segment
 from lumbar_bench.constants import CONDITIONS, LEVELS
+from lumbar_bench.core.errors import DataError
+from lumbar_bench.core.progress import progress_bar
 from lumbar_bench.data import geometry as geo
-from lumbar_bench.errors import DataError
-from lumbar_bench.progress import progress_bar
 
 log = logging.getLogger(__name__)
 

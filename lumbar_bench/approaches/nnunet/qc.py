@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from lumbar_bench.constants import SERIES_TYPES, condition_side, slug
-from lumbar_bench.errors import ConfigError
+from lumbar_bench.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

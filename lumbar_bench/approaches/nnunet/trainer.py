@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from lumbar_bench.errors import ConfigError
+from lumbar_bench.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

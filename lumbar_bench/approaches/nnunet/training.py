@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from lumbar_bench.approaches.base import ReportBuilder
+from lumbar_bench.approaches.context import RunContext
 from lumbar_bench.approaches.nnunet import dataset as nd
 from lumbar_bench.approaches.nnunet import pipeline as pl
 from lumbar_bench.approaches.nnunet import trainer as nt
@@ -31,9 +32,8 @@ from lumbar_bench.approaches.nnunet.seg_eval import (
     truth_label,
 )
 from lumbar_bench.constants import LABEL_COLUMNS, slug
-from lumbar_bench.context import RunContext
-from lumbar_bench.seeding import derived_seed, seed_everything
-from lumbar_bench.stage_cache import charge_reuse
+from lumbar_bench.core.seeding import derived_seed, seed_everything
+from lumbar_bench.core.stage_cache import charge_reuse
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from lumbar_bench.core.progress import progress_bar
 from lumbar_bench.metrics.dice import dice_per_class
-from lumbar_bench.progress import progress_bar
 
 log = logging.getLogger(__name__)
 

@@ -20,13 +20,13 @@ import numpy as np
 import pandas as pd
 
 from lumbar_bench.constants import LABEL_COLUMNS, PROB_COLUMNS, SEVERITIES, row_id
+from lumbar_bench.core.errors import ConfigError
+from lumbar_bench.core.parallel import process_pool, worker_count
 from lumbar_bench.data.labels import read_labels
 from lumbar_bench.data.phantom import cohort, pathology, realism, reference
 from lumbar_bench.data.phantom.floor import expected_floor
 from lumbar_bench.data.phantom.spider import write_spider_case
 from lumbar_bench.data.phantom.study import HARD_KINDS, PART_CODES, StudyPlan, StudyResult, make_study
-from lumbar_bench.errors import ConfigError
-from lumbar_bench.parallel import process_pool, worker_count
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +145,7 @@ def synthesize(
     Worker processes are spawned, so a calling script needs the ``if __name__ == "__main__"``
     guard. The output does not depend on the number of workers.
     """
-    from lumbar_bench.progress import progress_bar
+    from lumbar_bench.core.progress import progress_bar
 
     start = time.perf_counter()
     out = Path(out)

@@ -308,7 +308,7 @@ def test_grader_keeps_and_resumes_its_moving_average(tmp_path: Path) -> None:
 def test_localizer_epochs_are_per_series_type() -> None:
     from lumbar_bench.approaches.lsdc25d.approach import Lsdc25dConfig
     from lumbar_bench.constants import SERIES_TYPES
-    from lumbar_bench.errors import ConfigError
+    from lumbar_bench.core.errors import ConfigError
 
     cfg = Lsdc25dConfig(loc_epochs=(4, 9, 2))
     assert [cfg.localizer(d).epochs for d in SERIES_TYPES] == [4, 9, 2]

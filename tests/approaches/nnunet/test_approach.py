@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import pytest
 
-from lumbar_bench import tracking
+from lumbar_bench.tracking.search import get_run, search_runs
 
 pytestmark = [pytest.mark.slow, pytest.mark.nnunet]
 VARIANTS = ("nnunet-raw", "nnunet-qc", "nnunet-refined")
 
 
 def _runs(gate):
-    runs = [tracking.get_run(gate.request.tracking_uri, gate.run_id(n)) for n in VARIANTS]
+    runs = [get_run(gate.request.tracking_uri, gate.run_id(n)) for n in VARIANTS]
     return sorted(runs, key=lambda r: r.start_time)
 
 
@@ -49,15 +49,15 @@ def test_later_runs_reuse_the_cached_vertebra_and_mask_stages(gate):
         assert run.metrics["cache/pseudo_masks_hit"] == 1.0, run.tags["approach"]
         # charged the reused builds (against its budget too), so it trains as long as from an empty cache
         assert run.metrics["runtime/reused_s"] >= 0.9 * built, run.tags["approach"]
-    qc = tracking.get_run(gate.request.tracking_uri, gate.run_id("nnunet-qc")).metrics
+    qc = get_run(gate.request.tracking_uri, gate.run_id("nnunet-qc")).metrics
     assert qc["qc/n_dropped"] >= 0
 
 
 def test_refined_logs_both_stages_as_nested_runs(gate):
     refined = gate.run_id("nnunet-refined")
-    metrics = tracking.get_run(gate.request.tracking_uri, refined).metrics
+    metrics = get_run(gate.request.tracking_uri, refined).metrics
     assert "stage1/dice_mean" in metrics and "dice_mean" in metrics
-    children = tracking.search_runs(
+    children = search_runs(
         gate.request.tracking_uri, gate.request.experiment, f"tags.mlflow.parentRunId = '{refined}'"
     )
     assert {r.tags.get("mlflow.runName") for r in children} >= {"stage1", "stage2"}

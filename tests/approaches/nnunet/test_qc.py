@@ -13,8 +13,8 @@ from lumbar_bench.approaches.nnunet.schemes import ClassScheme, save_schemes
 from lumbar_bench.approaches.nnunet.seg_eval import LabelAudit, collapse_severity, pseudo_mask_truth_dice
 from lumbar_bench.approaches.nnunet.training import merge
 from lumbar_bench.constants import LABEL_COLUMNS
+from lumbar_bench.core.errors import ConfigError
 from lumbar_bench.data.labels import labels_to_frame
-from lumbar_bench.errors import ConfigError
 
 SAG_T2 = "Sagittal T2/STIR"
 SCHEME = ClassScheme(SAG_T2, ("spinal_canal_stenosis",), ("vertebra", "disc"))
@@ -275,16 +275,16 @@ def test_qc_is_judged_against_the_phantoms_truth(masks, tiny_phantom, tmp_path):
 @pytest.mark.slow
 @pytest.mark.nnunet
 def test_the_gate_runs_judge_qc_and_refinement_against_truth(gate, tmp_path):
-    from lumbar_bench import tracking
+    from lumbar_bench.tracking.search import get_run, local_artifact
 
     uri = gate.request.tracking_uri
     run_id = gate.run_id("nnunet-qc")
-    logged = tracking.get_run(uri, run_id).metrics
-    table = pd.read_csv(tracking.local_artifact(uri, run_id, "qc/qc_vs_truth.csv", tmp_path))
+    logged = get_run(uri, run_id).metrics
+    table = pd.read_csv(local_artifact(uri, run_id, "qc/qc_vs_truth.csv", tmp_path))
     recomputed = qc.truth_metrics(table)  # the logged numbers come back from the artifact
     for key in ("qc/truth_spearman", "qc/hard_case_auroc"):
         assert logged[key] == pytest.approx(recomputed[key]), key
-    refined = tracking.get_run(uri, gate.run_id("nnunet-refined")).metrics
+    refined = get_run(uri, gate.run_id("nnunet-refined")).metrics
     assert refined["refine/labels_changed_fraction"] > 0  # the refined labels are not the pseudo-masks
     for key in ("refine/labels_truth_dice_before", "refine/labels_truth_dice_after"):
         assert 0 <= refined[key] <= 1, key

@@ -8,7 +8,7 @@ import pytest
 
 from lumbar_bench.approaches.nnunet import dataset as nd
 from lumbar_bench.approaches.nnunet import trainer as nt
-from lumbar_bench.errors import ConfigError
+from lumbar_bench.core.errors import ConfigError
 
 
 def test_env_is_set_only_inside_the_block(tmp_path, monkeypatch):
