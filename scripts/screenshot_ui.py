@@ -27,6 +27,8 @@ from pathlib import Path
 from urllib.parse import quote
 
 from lumbar_bench.board import leaderboard as lb
+from lumbar_bench.board import publish
+from lumbar_bench.board.rows import TABLE
 from lumbar_bench.tracking.client import experiment_id
 from lumbar_bench.tracking.names import DEFAULT_EXPERIMENT
 
@@ -96,13 +98,13 @@ def main() -> None:
     args = parser.parse_args()
     board = lb.build(lb.BoardRequest(args.tracking_uri, args.experiment, subset=args.subset))
     with tempfile.TemporaryDirectory() as tmp:
-        board_run = lb.publish(board, args.tracking_uri, lb.write(board, Path(tmp)))
-    view = lb.share_view(board, args.tracking_uri)
+        board_run = publish.publish(board, args.tracking_uri, publish.write(board, Path(tmp)))
+    view = publish.share_view(board, args.tracking_uri)
     exp = experiment_id(args.tracking_uri, args.experiment)
     args.out.mkdir(parents=True, exist_ok=True)
     with mlflow_ui(args.tracking_uri) as base:
         screenshot(base + view, args.out / "mlflow-leaderboard-runs.png")
-        table = f"{base}/#/experiments/{exp}/runs/{board_run}/artifacts/{quote(lb.TABLE)}"
+        table = f"{base}/#/experiments/{exp}/runs/{board_run}/artifacts/{quote(TABLE)}"
         screenshot(table, args.out / "mlflow-leaderboard-table.png")
         runs = quote(json.dumps(board.run_ids))
         compare = f"{base}/#/compare-runs?runs={runs}&experiments={quote(json.dumps([exp]))}"

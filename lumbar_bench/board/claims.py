@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lumbar_bench.board import leaderboard as lb
+from lumbar_bench.board.runs import latest_per_fold_and_seed, load_evidence, select_comparable
 from lumbar_bench.core.errors import DataError
 from lumbar_bench.metrics.bootstrap import Evidence, Paired, paired_bootstrap, point_estimate
 from lumbar_bench.tracking.names import DEFAULT_EXPERIMENT, DEFAULT_TRACKING_URI
@@ -125,8 +125,8 @@ def _runs(request: ClaimsRequest) -> tuple[dict[str, list[RunRecord]], list[str]
         status="FINISHED",
         top_level=True,
     )
-    runs = lb.select_comparable([r for r in runs if r.tag("approach")])
-    runs, notes = lb.latest_per_fold_and_seed(runs)
+    runs = select_comparable([r for r in runs if r.tag("approach")])
+    runs, notes = latest_per_fold_and_seed(runs)
     by_config: dict[tuple[str, str], list[RunRecord]] = {}
     for run in runs:
         by_config.setdefault((run.tag("approach"), run.tag("config_hash")), []).append(run)
@@ -149,7 +149,7 @@ def _rank(group: list[RunRecord]) -> tuple[int, int]:
 
 def _side(uri: str, approach: str, runs: list[RunRecord]) -> Side:
     """Score, seeds and mean compute of one approach's runs (one per seed)."""
-    evidence = lb.load_evidence(uri, runs)
+    evidence = load_evidence(uri, runs)
     finite = [t for t in map(compute_s, runs) if np.isfinite(t)]
     return Side(
         approach,

@@ -11,17 +11,19 @@ from __future__ import annotations
 import dataclasses
 import io
 import textwrap
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
+from rich import box
+from rich.console import Console
+from rich.table import Table
 
+from lumbar_bench.board.figures import leaderboard_figure
+from lumbar_bench.board.rows import BoardRow, Leaderboard
 from lumbar_bench.constants import SCORE_GROUPS
 from lumbar_bench.core.errors import ConfigError
 from lumbar_bench.metrics.score import PART_NAMES
-
-if TYPE_CHECKING:
-    from lumbar_bench.board.leaderboard import BoardRow, Leaderboard
 
 FORMATS = ("table", "markdown", "csv")
 WIDTH = 120
@@ -178,10 +180,6 @@ def to_markdown(board: Leaderboard) -> str:
 
 def to_text_table(board: Leaderboard, width: int = WIDTH, wide: bool = False) -> str:
     """Render the board as plain text: ``width`` columns (intervals never wrap), or every column."""
-    from rich import box
-    from rich.console import Console
-    from rich.table import Table
-
     head, cells = _wide_rows(board) if wide else _narrow_rows(board)
     table = Table(
         title=f"lumbar-bench leaderboard {board.board_id}",
@@ -229,8 +227,6 @@ def oracle_score(board: Leaderboard) -> float | None:
 
 def figure(board: Leaderboard) -> Any:
     """Score per row with its 95% CI and the oracle score (the ``leaderboard.png`` artifact)."""
-    from lumbar_bench.board.figures import leaderboard_figure
-
     rows = board.rows
     names = [f"{r.approach} ({r.config_hash[:6]}, {len(r.folds)}×{r.n_seeds})" for r in rows]
     title = f"{board.experiment} · {board.subset} · split {board.split_digest[:8]} · folds×seeds"

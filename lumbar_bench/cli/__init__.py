@@ -1,7 +1,7 @@
 """``lumbar-bench``: a thin command line over the package.
 
-Heavy libraries (torch, nnunetv2, mlflow, pydicom) are imported inside the command
-that needs them, so ``--help`` and ``list`` answer at once.
+The parser imports no heavy library, and each subcommand's handler is imported only when it
+runs (:mod:`lumbar_bench.cli.commands`), so ``--help`` and ``list`` answer at once.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from lumbar_bench.cli.commands import HANDLERS
+from lumbar_bench.cli.commands import handler
 from lumbar_bench.cli.parser import build_parser
 from lumbar_bench.core.errors import LumbarBenchError
 
@@ -23,7 +23,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:
-        return HANDLERS[args.command](args)
+        return handler(args.command)(args)
     except LumbarBenchError as exc:
         print(f"lumbar-bench {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -6,6 +6,9 @@ import argparse
 from pathlib import Path
 
 from lumbar_bench import __version__
+from lumbar_bench.config import SUBSETS
+from lumbar_bench.core.devices import DEVICES
+from lumbar_bench.tracking.names import CI_EXPERIMENT, DEFAULT_EXPERIMENT, DEFAULT_TRACKING_URI
 
 EXAMPLES = """\
 examples:
@@ -53,13 +56,21 @@ def _overrides(p: argparse.ArgumentParser, help_: str) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=help_)
 
 
-def _tracking(p: argparse.ArgumentParser) -> None:
-    from lumbar_bench.tracking.names import DEFAULT_EXPERIMENT, DEFAULT_TRACKING_URI
-
+def _tracking(p: argparse.ArgumentParser, experiment: str | None = DEFAULT_EXPERIMENT) -> None:
+    """``--tracking-uri`` and (unless ``experiment`` is None) ``--experiment``, with their defaults."""
     p.add_argument("--tracking-uri", default=DEFAULT_TRACKING_URI, help="MLflow store (default: %(default)s)")
-    p.add_argument(
-        "--experiment", default=DEFAULT_EXPERIMENT, help="MLflow experiment (default: %(default)s)"
-    )
+    if experiment is not None:
+        p.add_argument("--experiment", default=experiment, help="MLflow experiment (default: %(default)s)")
+
+
+def _subset(p: argparse.ArgumentParser, default: str | None, help_: str = "default: %(default)s") -> None:
+    """``--subset``, one of :data:`lumbar_bench.config.SUBSETS`."""
+    p.add_argument("--subset", choices=SUBSETS, default=default, help=help_)
+
+
+def _device(p: argparse.ArgumentParser) -> None:
+    """``--device``, one of :data:`lumbar_bench.core.devices.DEVICES`."""
+    p.add_argument("--device", choices=DEVICES, default="auto", help="default: %(default)s")
 
 
 def _add_list(subs: argparse._SubParsersAction) -> None:
@@ -157,8 +168,8 @@ def _add_run(subs: argparse._SubParsersAction) -> None:
     _common_data(p)
     p.add_argument("--split", type=Path, default=None, help="split JSON (default: the frozen default split)")
     p.add_argument("--fold", type=int, default=0)
-    p.add_argument("--subset", choices=("ci", "small", "full"), default="full")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    _subset(p, "full")
+    _device(p)
     p.add_argument("--seed", type=int, default=0)
     _overrides(p, "override an approach config field (repeatable)")
     p.add_argument(
@@ -188,8 +199,8 @@ def _add_sweep(subs: argparse._SubParsersAction) -> None:
     p.add_argument("--split", type=Path, default=None, help="split JSON (default: the frozen default split)")
     p.add_argument("--folds", default="0", help="held-out folds, e.g. 0-4 or 0,2 (default: %(default)s)")
     p.add_argument("--seeds", default="0", help="seeds, e.g. 0,1,2 or 0-2 (default: %(default)s)")
-    p.add_argument("--subset", choices=("ci", "small", "full"), default="full")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    _subset(p, "full")
+    _device(p)
     _overrides(p, "override a config field of every approach (repeatable)")
     p.add_argument("--executor", choices=("local", "slurm", "debug"), default="local")
     p.add_argument(
@@ -223,8 +234,8 @@ def _add_predict(subs: argparse._SubParsersAction) -> None:
     p.add_argument("--run", required=True, dest="run_id")
     _common_data(p)
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--tracking-uri", default="sqlite:///mlflow.db")
+    _device(p)
+    _tracking(p, experiment=None)
 
 
 def _add_leaderboard(subs: argparse._SubParsersAction) -> None:
@@ -236,13 +247,13 @@ def _add_leaderboard(subs: argparse._SubParsersAction) -> None:
         "  lumbar-bench leaderboard --subset ci\n"
         "  lumbar-bench leaderboard --subset full --split 3f2a9c --format markdown --out board.md\n"
         "  lumbar-bench leaderboard --tracking-uri sqlite:///.ci-work/mlflow.db \\\n"
-        "      --experiment lumbar-bench-ci\n"
+        f"      --experiment {CI_EXPERIMENT}\n"
         "  lumbar-bench leaderboard --subset small --register lumbar-bench-best\n"
         "  lumbar-bench leaderboard --subset full --baseline lsdc-2.5d:23fc94   # pair against one config",
     )
     _tracking(p)
     p.add_argument("--split", default=None, metavar="DIGEST", help="split digest (or its prefix) to rank")
-    p.add_argument("--subset", choices=("ci", "small", "full"), default=None, help="subset to rank")
+    _subset(p, None, "subset to rank")
     p.add_argument("--format", choices=("table", "markdown", "csv"), default="table")
     p.add_argument(
         "--wide",
@@ -282,8 +293,7 @@ def _add_check(subs: argparse._SubParsersAction) -> None:
         "  lumbar-bench check baselines/ci.json --update   # remake the baseline from measurement runs",
     )
     p.add_argument("baseline", type=Path, help="baseline JSON (made by --update)")
-    p.add_argument("--tracking-uri", default="sqlite:///mlflow.db", help="MLflow store (default %(default)s)")
-    p.add_argument("--experiment", default="lumbar-bench-ci", help="MLflow experiment (default: %(default)s)")
+    _tracking(p, experiment=CI_EXPERIMENT)
     _common_data(p)
     p.add_argument(
         "--approach",
@@ -311,10 +321,10 @@ def _add_claims(subs: argparse._SubParsersAction) -> None:
         "decide the original study's three claims (nnU-Net vs resnet18, QC, refinement) from finished runs",
         "  lumbar-bench claims                                # small fold 0, every seed found\n"
         "  lumbar-bench claims --subset ci --format markdown\n"
-        "  lumbar-bench claims --tracking-uri sqlite:///.ci-work/mlflow.db --experiment lumbar-bench-ci",
+        f"  lumbar-bench claims --tracking-uri sqlite:///.ci-work/mlflow.db --experiment {CI_EXPERIMENT}",
     )
     _tracking(p)
-    p.add_argument("--subset", choices=("ci", "small", "full"), default="small", help="default: %(default)s")
+    _subset(p, "small")
     p.add_argument("--fold", type=int, default=0, help="held-out fold (default: %(default)s)")
     p.add_argument("--format", choices=("table", "markdown"), default="table")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default: %(default)s)")

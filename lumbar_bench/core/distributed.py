@@ -88,7 +88,7 @@ def process_group(info: DistInfo, timeout_s: float) -> Iterator[None]:
     if not info.enabled:
         yield
         return
-    import torch
+    import torch  # lazy: one process (and `list`, `--help`) never imports torch here
     import torch.distributed as dist
 
     if info.backend == "nccl":
@@ -108,6 +108,7 @@ def process_group(info: DistInfo, timeout_s: float) -> Iterator[None]:
 def barrier(info: DistInfo) -> None:
     """Wait until every rank gets here (nothing for one process)."""
     if info.enabled:
+        # lazy: one process (and `list`, `--help`) never imports torch here
         import torch.distributed as dist
 
         dist.barrier()
@@ -134,7 +135,7 @@ def broadcast_object(info: DistInfo, obj: Any) -> Any:
     """Rank 0's ``obj`` (picklable) on every rank."""
     if not info.enabled:
         return obj
-    import torch.distributed as dist
+    import torch.distributed as dist  # lazy: one process (and `list`, `--help`) never imports torch here
 
     box = [obj if info.is_main else None]
     dist.broadcast_object_list(box, src=0)
@@ -145,7 +146,7 @@ def sum_over_ranks(info: DistInfo, values: Sequence[float]) -> list[float]:
     """``values`` summed element-wise over the ranks (e.g. a loss total and a sample count)."""
     if not info.enabled:
         return list(values)
-    import torch
+    import torch  # lazy: one process (and `list`, `--help`) never imports torch here
     import torch.distributed as dist
 
     tensor = torch.tensor(list(values), dtype=torch.float64)
@@ -159,6 +160,7 @@ def wrap(model: torch.nn.Module, info: DistInfo, device: str) -> torch.nn.Module
     """``model`` in :class:`~torch.nn.parallel.DistributedDataParallel` (gradients averaged), or as is."""
     if not info.enabled:
         return model
+    # lazy: one process (and `list`, `--help`) never imports torch here
     from torch.nn.parallel import DistributedDataParallel
 
     ids = [info.local_rank] if device.startswith("cuda") else None

@@ -26,6 +26,6 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 def torch_save_atomic(obj: object, path: Path) -> None:
     """``torch.save(obj)`` to ``path`` atomically (torch is imported here, not when this module is)."""
-    import torch
+    import torch  # lazy: the many light users of this module (and `list`, `--help`) never need torch
 
     replace_atomic(path, lambda tmp: torch.save(obj, tmp))

@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sized
 from typing import TypeVar
 
+from rich.console import Console
+from rich.progress import track
+
 T = TypeVar("T")
 
 
@@ -13,9 +16,6 @@ def progress_bar(items: Iterable[T], description: str, enabled: bool = True) -> 
     if not enabled:
         yield from items
         return
-    from rich.console import Console
-    from rich.progress import track
-
     total = len(items) if isinstance(items, Sized) else None
     yield from track(
         items, description=description, total=total, console=Console(stderr=True), transient=True

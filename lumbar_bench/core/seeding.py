@@ -41,7 +41,7 @@ def torch_threads(n: int) -> Iterator[None]:
     On a small, shared CPU one thread avoids oversubscription, which slows small
     networks (instance norm especially) by up to ten times.
     """
-    import torch
+    import torch  # lazy: seeding a torch-free run (the prior; `list`, `--help`) never imports torch
 
     before = torch.get_num_threads()
     if n > 0:

@@ -35,8 +35,10 @@ from pathlib import Path
 from typing import Any
 
 from lumbar_bench import __version__
+from lumbar_bench.approaches.registry import get_spec, list_approaches
 from lumbar_bench.core.errors import ConfigError
 from lumbar_bench.core.paths import default_cache_dir
+from lumbar_bench.data import defaults
 from lumbar_bench.gate.baseline import (
     DEVICE,
     FOLD,
@@ -50,8 +52,9 @@ from lumbar_bench.gate.baseline import (
     Expected,
     expected_entry,
 )
+from lumbar_bench.run.runner import RunRequest, run
 from lumbar_bench.tracking.client import experiment_id
-from lumbar_bench.tracking.names import DEFAULT_TRACKING_URI
+from lumbar_bench.tracking.names import CI_EXPERIMENT, DEFAULT_TRACKING_URI
 from lumbar_bench.tracking.search import RunRecord, find_runs, get_run
 
 log = logging.getLogger(__name__)
@@ -109,7 +112,7 @@ class CheckRequest:
 
     baseline_path: Path
     tracking_uri: str = DEFAULT_TRACKING_URI
-    experiment: str = "lumbar-bench-ci"
+    experiment: str = CI_EXPERIMENT
     cache_dir: Path | None = None
     data_dir: Path | None = None
     approaches: tuple[str, ...] = ()
@@ -138,8 +141,6 @@ def _observed_from_run(approach: str, run: RunRecord) -> Observed:
 
 def run_approach(approach: str, request: CheckRequest, seed: int = SEED) -> Observed:
     """Run ``approach`` on fold 0 of ``--subset ci`` in this process; a failure is recorded, not raised."""
-    from lumbar_bench.run.runner import RunRequest, run
-
     try:
         result = run(
             RunRequest(
@@ -261,9 +262,6 @@ def measure(approach: str, request: CheckRequest, data_dir: Path) -> dict[str, O
 
 def update(request: CheckRequest) -> Baseline:
     """Write the baseline file from measurement runs of each approach that runs (``check --update``)."""
-    from lumbar_bench.approaches.registry import get_spec, list_approaches
-    from lumbar_bench.data import defaults
-
     names = list(request.approaches) or [s.name for s in list_approaches()]
     names.sort(key=lambda n: n != REFERENCE)  # the prior first: the others are held against it
     data_dir = request.data_dir or defaults.ensure_phantom(
@@ -319,8 +317,6 @@ def _unfit(runs: list[Observed], budget_minutes: float) -> str:
 
 def ungated(baseline: Baseline) -> list[str]:
     """List the registered approaches the baseline does not gate, with the reason recorded at update."""
-    from lumbar_bench.approaches.registry import list_approaches
-
     reasons = baseline.generated.get("left_out", {})
     return [
         f"{s.name} ({reasons.get(s.name, 'not in the baseline')})"

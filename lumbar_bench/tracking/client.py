@@ -11,6 +11,7 @@ import io
 import json
 import logging
 import math
+import os
 import re
 import tempfile
 import traceback
@@ -33,6 +34,27 @@ from lumbar_bench.tracking.names import MODEL_TAG, PARENT_TAG, artifact_location
 log = logging.getLogger(__name__)
 
 _MAX_PARAM_LEN = 500
+
+
+#: MLflow's switch for its own artifact progress bars (tqdm on the terminal, whatever our --no-progress says).
+_ARTIFACT_BARS = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+
+
+@contextmanager
+def artifacts_quietly() -> Iterator[None]:
+    """Inside the block MLflow draws no "Downloading artifacts" bars; the variable is restored after.
+
+    MLflow reads the switch only from the environment, so it is set around the call alone.
+    """
+    before = os.environ.get(_ARTIFACT_BARS)
+    os.environ[_ARTIFACT_BARS] = "false"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(_ARTIFACT_BARS, None)
+        else:
+            os.environ[_ARTIFACT_BARS] = before
 
 
 def mlflow_client(uri: str) -> MlflowClient:

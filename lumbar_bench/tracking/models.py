@@ -9,7 +9,7 @@ from mlflow.artifacts import download_artifacts
 from mlflow.exceptions import MlflowException
 
 from lumbar_bench.core.errors import ConfigError
-from lumbar_bench.tracking.client import mlflow_client
+from lumbar_bench.tracking.client import artifacts_quietly, mlflow_client
 from lumbar_bench.tracking.names import MODEL_TAG
 from lumbar_bench.tracking.search import get_run
 
@@ -25,7 +25,8 @@ def run_model_id(uri: str, run_id: str) -> str:
 def load_model(uri: str, run_id: str) -> Any:
     """The ``mlflow.pyfunc`` model logged by run ``run_id`` (a local store is read in place)."""
     location = mlflow_client(uri).get_logged_model(run_model_id(uri, run_id)).artifact_location
-    return mlflow.pyfunc.load_model(download_artifacts(artifact_uri=location, tracking_uri=uri))
+    with artifacts_quietly():
+        return mlflow.pyfunc.load_model(download_artifacts(artifact_uri=location, tracking_uri=uri))
 
 
 def register_model(uri: str, name: str, run_id: str, tags: dict[str, Any]) -> int:

@@ -29,6 +29,7 @@ from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
 
 from lumbar_bench.approaches.trained import load_trained, predict_studies
 from lumbar_bench.constants import PROB_COLUMNS
+from lumbar_bench.tracking.client import artifacts_quietly
 
 #: The key of the model folder among the pyfunc model's artifacts.
 ARTIFACT = "lumbar_bench_model"
@@ -89,7 +90,7 @@ def save_pyfunc(model_dir: Path, out: Path, requirements: list[str], metadata: d
         outputs=Schema([ColSpec("string", "row_id")] + [ColSpec("double", c) for c in PROB_COLUMNS]),
         params=ParamSchema([ParamSpec(k, "string", v) for k, v in PARAMS.items()]),
     )
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), artifacts_quietly():
         # MLflow's hint to add an input example: none is portable, as said above
         warnings.filterwarnings("ignore", message=".*input example was not provided", category=UserWarning)
         mlflow.pyfunc.save_model(

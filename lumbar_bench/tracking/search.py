@@ -18,7 +18,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
 
-from lumbar_bench.tracking.client import mlflow_client
+from lumbar_bench.tracking.client import artifacts_quietly, mlflow_client
 from lumbar_bench.tracking.names import PARENT_TAG, SWEEP_TAG
 
 log = logging.getLogger(__name__)
@@ -174,7 +174,8 @@ def get_run(uri: str, run_id: str) -> RunRecord:
 def download_artifacts(uri: str, run_id: str, path: str, dst: Path) -> Path:
     """Download artifact ``path`` of ``run_id`` into ``dst`` and return the local path."""
     dst.mkdir(parents=True, exist_ok=True)
-    return Path(mlflow_client(uri).download_artifacts(run_id, path, str(dst)))
+    with artifacts_quietly():
+        return Path(mlflow_client(uri).download_artifacts(run_id, path, str(dst)))
 
 
 def run_status(uri: str, run_id: str) -> str | None:
@@ -196,7 +197,8 @@ def local_artifact(uri: str, run_id: str, path: str, dst: Path) -> Path:
     # the tracking URI resolves a server's ``mlflow-artifacts:/`` locations (else: the process-global one)
     repo = get_artifact_repository(get_run(uri, run_id).artifact_uri, tracking_uri=uri)
     if isinstance(repo, LocalArtifactRepository):
-        local = Path(repo.download_artifacts(path))
+        with artifacts_quietly():
+            local = Path(repo.download_artifacts(path))
         if not local.exists():
             raise FileNotFoundError(f"run {run_id} has no artifact {path!r}")
         return local

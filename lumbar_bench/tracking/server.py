@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import pwd
 import secrets
 import shutil
 import signal
@@ -79,7 +80,7 @@ def missing() -> str | None:
     if pg_bin_dir() is None:
         return "PostgreSQL is not installed (no initdb/pg_ctl; apt-get install postgresql)"
     try:
-        import psycopg2  # noqa: F401
+        import psycopg2  # noqa: F401 - lazy: an optional dependency (the `server` extra)
     except ImportError:
         return "psycopg2 is not installed (pip install -e '.[server]')"
     if os.geteuid() == 0 and (shutil.which("runuser") is None or not _user_exists(PG_SYSTEM_USER)):
@@ -89,8 +90,6 @@ def missing() -> str | None:
 
 def _user_exists(name: str) -> bool:
     """True when the system user ``name`` exists."""
-    import pwd
-
     try:
         pwd.getpwnam(name)
     except KeyError:
@@ -228,7 +227,7 @@ class TrackingServer:
 
     def _ensure_database(self) -> None:
         """Create the ``mlflow`` database unless it exists."""
-        import psycopg2
+        import psycopg2  # lazy: an optional dependency (the `server` extra), checked by missing()
 
         conn = psycopg2.connect(
             host=HOST, port=self.pg_port, user=DB_USER, password=self._password(), dbname="postgres"

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lumbar_bench.board import leaderboard
+from lumbar_bench.board import leaderboard, render
 from lumbar_bench.cli import main
 from lumbar_bench.constants import LABEL_COLUMNS, PROB_COLUMNS, row_id
 from lumbar_bench.core.errors import ConfigError
@@ -496,7 +496,7 @@ def test_seeds_pool_into_one_row_with_a_two_level_interval(seeded_board, seeded_
     assert refined.paired is not None and refined.paired.n_studies == 80
     assert _by_name(board, "resnet18").n_seeds == 1 and np.isnan(_by_name(board, "resnet18").seed_std)
     assert any(n.startswith("one seed for") and "resnet18" in n and "prior" in n for n in board.notes)
-    text = leaderboard.to_text_table(board)
+    text = render.to_text_table(board)
     assert "2×3" in text and "2×1" in text and "two-level bootstrap" in text
 
 
@@ -509,7 +509,7 @@ def test_mixed_seed_counts_say_which_fold_lacks_which_seed(seeded_board):
 
 
 def test_csv_keeps_todays_columns_and_adds_seeds(seeded_board):
-    frame = pd.read_csv(io.StringIO(leaderboard.render(seeded_board, "csv")))
+    frame = pd.read_csv(io.StringIO(render.render(seeded_board, "csv")))
     assert list(frame.columns) == CSV_COLUMNS
     assert [c for c in frame.columns if c in TODAY_CSV] == TODAY_CSV
     refined = frame.set_index("approach").loc["nnunet-refined"]
@@ -545,7 +545,7 @@ def test_collapsed_runs_are_flagged_on_the_board(seeded_board):
     assert _by_name(seeded_board, "nnunet-qc").collapsed == 2
     assert _by_name(seeded_board, "nnunet-refined").collapsed == 0
     assert _by_name(seeded_board, "prior").collapsed == 0
-    text = leaderboard.to_text_table(seeded_board)
+    text = render.to_text_table(seeded_board)
     qc_lines = [line for line in text.splitlines() if "nnunet-qc" in line and not line.startswith("note")]
     assert len(qc_lines) == 1 and "= prior 2/5" in qc_lines[0]
     assert text.count("= prior") == 2  # the row and the legend
@@ -560,13 +560,13 @@ def test_default_board_fits_120_columns_and_wide_has_the_parts(seeded_board):
         for r in seeded_board.rows
     ]
     board = dataclasses.replace(seeded_board, rows=tuple(rows), notes=(*seeded_board.notes, long_note))
-    text = leaderboard.render(board, "table")
+    text = render.render(board, "table")
     assert max(len(line) for line in text.splitlines()) <= 120
     assert "…" not in text  # nothing essential was cut
     assert "nnunet-refined" in text and "score [95% CI]" in text and "Δ vs resnet18 [95% CI]" in text
     assert "any_severe_spinal" not in text and "Bayes-optimal prediction's realised score" in text
     assert "blend" in text and "fallback 25%" in text
-    wide = leaderboard.render(board, "table", wide=True)
+    wide = render.render(board, "table", wide=True)
     head = next(line for line in wide.splitlines() if "any_severe_spinal" in line)
     for col in (
         "spinal",
@@ -580,7 +580,7 @@ def test_default_board_fits_120_columns_and_wide_has_the_parts(seeded_board):
     ):
         assert col in head
     assert REFINED in wide  # the full config hash
-    markdown = leaderboard.render(board, "markdown")
+    markdown = render.render(board, "markdown")
     assert "| blend spinal |" in markdown and "no approach can beat" not in markdown
 
 

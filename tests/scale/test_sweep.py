@@ -10,7 +10,7 @@ import pytest
 from lumbar_bench.cli import main
 from lumbar_bench.core.errors import ConfigError
 from lumbar_bench.run import runner
-from lumbar_bench.scale import sweep
+from lumbar_bench.scale import sweep, tasks
 from lumbar_bench.tracking.client import tracked_run
 from lumbar_bench.tracking.names import SWEEP_TAG
 from lumbar_bench.tracking.search import find_runs, get_run, search_runs
@@ -19,7 +19,7 @@ from lumbar_bench.tracking.search import find_runs, get_run, search_runs
 @pytest.fixture
 def request_(tiny_phantom, tmp_path, tracking_uri):
     """A sweep of ``prior`` over folds 0-1, seed 0, on ``ci``, in process (the debug executor)."""
-    return sweep.SweepRequest(
+    return tasks.SweepRequest(
         approaches=("prior",),
         folds=(0, 1),
         seeds=(0,),
@@ -33,7 +33,7 @@ def request_(tiny_phantom, tmp_path, tracking_uri):
     )
 
 
-def _cli_args(request: sweep.SweepRequest, seeds: str = "0,1") -> list[str]:
+def _cli_args(request: tasks.SweepRequest, seeds: str = "0,1") -> list[str]:
     return [
         "--no-progress",
         "sweep",
@@ -61,13 +61,13 @@ def _cli_args(request: sweep.SweepRequest, seeds: str = "0,1") -> list[str]:
 
 
 def test_parse_ints_takes_ranges_and_lists():
-    assert sweep.parse_ints("0-4", "--folds") == (0, 1, 2, 3, 4)
-    assert sweep.parse_ints("2,0,1,2", "--seeds") == (0, 1, 2)
-    assert sweep.parse_ints("0-1,5", "--folds") == (0, 1, 5)
+    assert tasks.parse_ints("0-4", "--folds") == (0, 1, 2, 3, 4)
+    assert tasks.parse_ints("2,0,1,2", "--seeds") == (0, 1, 2)
+    assert tasks.parse_ints("0-1,5", "--folds") == (0, 1, 5)
     with pytest.raises(ConfigError, match="--seeds 'a,b'"):
-        sweep.parse_ints("a,b", "--seeds")
+        tasks.parse_ints("a,b", "--seeds")
     with pytest.raises(ConfigError, match="--folds ''"):
-        sweep.parse_ints("", "--folds")
+        tasks.parse_ints("", "--folds")
 
 
 def test_dry_run_lists_every_task_and_runs_nothing(request_, capsys):
@@ -83,7 +83,7 @@ def test_dry_run_lists_every_task_and_runs_nothing(request_, capsys):
 
 def test_plan_refuses_a_fold_the_split_lacks(request_):
     with pytest.raises(ConfigError, match="fold 9 does not exist"):
-        sweep.plan(dataclasses.replace(request_, folds=(0, 9)))
+        tasks.plan(dataclasses.replace(request_, folds=(0, 9)))
 
 
 def test_an_invalid_set_fails_its_tasks_as_runs_under_the_sweep(request_, capsys):
@@ -106,7 +106,7 @@ def test_sweep_nests_finished_runs_then_skips_them_and_redoes_a_deleted_one(requ
     assert "done 2, skipped 0, failed 0, running 0, ETA 0s" in lines[-1]
     children = find_runs(request_.tracking_uri, request_.experiment, parent_id=first.sweep_run_id)
     assert sorted(r.tag("fold") for r in children) == ["0", "1"]
-    assert {r.status for r in children} == {"FINISHED"} and all(r.tag(sweep.JOB_TAG) for r in children)
+    assert {r.status for r in children} == {"FINISHED"} and all(r.tag(tasks.JOB_TAG) for r in children)
     assert first.board is not None and first.board.rows[0].folds == (0, 1)
     assert set(first.board.run_ids) == {r.run_id for r in children}
 
@@ -128,10 +128,10 @@ def test_sweep_nests_finished_runs_then_skips_them_and_redoes_a_deleted_one(requ
 def test_a_failing_task_does_not_stop_the_others(request_, monkeypatch):
     fit_and_evaluate = runner._fit_and_evaluate
 
-    def broken_on_fold_1(cls, config, data, train_ids, eval_ids, request, *rest):
-        if request.fold == 1:
+    def broken_on_fold_1(plan, *rest):
+        if plan.request.fold == 1:
             raise RuntimeError("boom on fold 1")
-        return fit_and_evaluate(cls, config, data, train_ids, eval_ids, request, *rest)
+        return fit_and_evaluate(plan, *rest)
 
     monkeypatch.setattr(runner, "_fit_and_evaluate", broken_on_fold_1)
     lines: list[str] = []
@@ -142,7 +142,7 @@ def test_a_failing_task_does_not_stop_the_others(request_, monkeypatch):
     assert "failed 1" in lines[-1] and "boom on fold 1" in "\n".join(lines)
     failed = get_run(request_.tracking_uri, by_fold[1].run_id)
     assert failed.status == "FAILED" and failed.parent_id == result.sweep_run_id
-    assert failed.tag("failure_reason") == "RuntimeError" and failed.tag(sweep.JOB_TAG) == by_fold[1].job_id
+    assert failed.tag("failure_reason") == "RuntimeError" and failed.tag(tasks.JOB_TAG) == by_fold[1].job_id
     assert result.board.run_ids == [by_fold[0].run_id]
 
 
@@ -152,21 +152,21 @@ def test_slurm_executor_gets_the_resources_and_the_hard_budget_as_time(tmp_path,
     (bin_dir / "srun").write_text("#!/bin/sh\nexit 0\n")
     (bin_dir / "srun").chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
-    request = sweep.SweepRequest(
+    request = tasks.SweepRequest(
         ("prior",), executor="slurm", partition="gpu", gpus_per_task=1, cpus_per_task=8, mem_gb=32
     )
     assert sweep.parallelism(request, 6) == (6, 8)
     executor = sweep.make_executor(request, tmp_path / "jobs", threads=8)
-    task = sweep.Task("prior", 0, 0, "ci", hard_minutes=2.0)
-    executor.update_parameters(timeout_min=sweep.time_limit_min(task))
+    task = tasks.Task("prior", 0, 0, "ci", hard_minutes=2.0)
+    executor.update_parameters(timeout_min=tasks.time_limit_min(task))
     params = executor._executor.parameters
     assert params["partition"] == "gpu" and params["gpus_per_node"] == 1 and params["cpus_per_task"] == 8
-    assert params["mem"] == "32GB" and params["time"] == 2 + sweep.JOB_MARGIN_MIN
+    assert params["mem"] == "32GB" and params["time"] == 2 + tasks.JOB_MARGIN_MIN
 
 
 def test_local_parallelism_shares_the_cores(monkeypatch):
     monkeypatch.setattr(sweep, "worker_count", lambda workers: 8)
-    local = sweep.SweepRequest(("prior",), executor="local")
+    local = tasks.SweepRequest(("prior",), executor="local")
     assert sweep.parallelism(local, 20) == (8, 1)
     assert sweep.parallelism(local, 2) == (8, 4)
     assert sweep.parallelism(dataclasses.replace(local, cpus_per_task=4), 20) == (2, 4)
@@ -185,13 +185,13 @@ class _DeadJob:
 
 
 def test_a_dead_job_ends_its_running_run_failed_with_the_job_id(request_):
-    task = dataclasses.replace(sweep.plan(request_)[0], config_hash="abc")
+    task = dataclasses.replace(tasks.plan(request_)[0], config_hash="abc")
     with tracked_run(request_.tracking_uri, request_.experiment, "sweep") as parent:
         left = parent.child("prior-f0-ci", {**task.tags(), SWEEP_TAG: parent.run_id})
         outcome = sweep._collect(request_, parent.run_id, _DeadJob(), task)
     assert outcome.status == "FAILED" and outcome.reason == "budget" and outcome.run_id == left.run_id
     run = get_run(request_.tracking_uri, left.run_id)
-    assert run.status == "FAILED" and run.tag(sweep.JOB_TAG) == "4242"
+    assert run.status == "FAILED" and run.tag(tasks.JOB_TAG) == "4242"
     assert "TIMEOUT" in run.tag("failure_message")
 
 
@@ -205,4 +205,4 @@ def test_local_executor_runs_tasks_in_processes_and_prints_the_board(request_, c
     (parent,) = find_runs(request_.tracking_uri, request_.experiment, tags={"kind": "sweep"})
     runs = find_runs(request_.tracking_uri, request_.experiment, parent_id=parent.run_id)
     assert len(runs) == 2 and {r.status for r in runs} == {"FINISHED"}
-    assert all(r.tag(sweep.JOB_TAG).isdigit() for r in runs)  # a local job's id is its process id
+    assert all(r.tag(tasks.JOB_TAG).isdigit() for r in runs)  # a local job's id is its process id

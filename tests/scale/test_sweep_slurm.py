@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from lumbar_bench.scale import sweep
+from lumbar_bench.scale import sweep, tasks
 from lumbar_bench.tracking.search import find_runs, get_run, search_runs
 
 pytestmark = [pytest.mark.slurm, pytest.mark.tracking_server, pytest.mark.slow]
@@ -40,7 +40,7 @@ def sweep_tracking_uri(mlflow_server: str) -> str:
     return mlflow_server
 
 
-def sweep_args(request: sweep.SweepRequest) -> list[str]:
+def sweep_args(request: tasks.SweepRequest) -> list[str]:
     """The ``lumbar-bench sweep`` command line of ``request`` (one seed)."""
     args = [*CLI, "--subset", request.subset, "--executor", request.executor]
     args += [a for name in request.approaches for a in ("--approach", name)]
@@ -53,12 +53,12 @@ def sweep_args(request: sweep.SweepRequest) -> list[str]:
     return [*args, "--bootstrap", str(request.n_boot)]
 
 
-def base_request(cluster: Any, data: Path, root: Path, uri: str, experiment: str) -> sweep.SweepRequest:
+def base_request(cluster: Any, data: Path, root: Path, uri: str, experiment: str) -> tasks.SweepRequest:
     """A ``prior`` sweep over folds 0-1 on ``ci`` through ``cluster``, one CPU per task.
 
     Its job files go to ``<cache>/sweeps``, the default, as they do from the command line.
     """
-    return sweep.SweepRequest(
+    return tasks.SweepRequest(
         approaches=("prior",),
         folds=(0, 1),
         subset="ci",
@@ -112,7 +112,7 @@ def ended_states(cluster: Any, job_ids: list[str], timeout: float = 30.0) -> dic
 
 
 @pytest.fixture
-def slurm_request(slurm_cluster, tiny_phantom, tmp_path, sweep_tracking_uri, request) -> sweep.SweepRequest:
+def slurm_request(slurm_cluster, tiny_phantom, tmp_path, sweep_tracking_uri, request) -> tasks.SweepRequest:
     """The base sweep for one test, in an experiment named after the test."""
     name = request.node.originalname.removeprefix("test_")[:40]
     return base_request(slurm_cluster, tiny_phantom, tmp_path, sweep_tracking_uri, name)
@@ -122,7 +122,7 @@ def slurm_request(slurm_cluster, tiny_phantom, tmp_path, sweep_tracking_uri, req
 class Background:
     """A ``lumbar-bench sweep`` running in a subprocess, what it was asked and its stderr file."""
 
-    request: sweep.SweepRequest
+    request: tasks.SweepRequest
     proc: subprocess.Popen
     log: Path
     started: float
@@ -174,7 +174,7 @@ def test_a_2x2_sweep_through_slurm_lands_every_run_in_mlflow(slurm_cluster, slur
         ("resnet18", "1"),
     ]
     assert {r.status for r in runs} == {"FINISHED"}
-    job_ids = {r.run_id: r.tag(sweep.JOB_TAG) for r in runs}
+    job_ids = {r.run_id: r.tag(tasks.JOB_TAG) for r in runs}
     assert job_ids == {o.run_id: o.job_id for o in result.outcomes}
     assert all(j.isdigit() for j in job_ids.values()) and len(set(job_ids.values())) == 4
     assert set(ended_states(slurm_cluster, list(job_ids.values())).values()) == {"COMPLETED"}
@@ -224,7 +224,7 @@ def test_a_task_over_its_slurm_time_limit_ends_failed_with_reason_budget(slurm_c
     (run,) = find_runs(request.tracking_uri, request.experiment, parent_id=parent.run_id)
     assert run.status == "FAILED" and run.tag("failure_reason") == "budget"
     assert parent.tag("sweep.failed") == "1"
-    job_id = run.tag(sweep.JOB_TAG)
+    job_id = run.tag(tasks.JOB_TAG)
     sbatch = (request.cache_dir / "sweeps" / f"{job_id}_submission.sh").read_text()
     assert "#SBATCH --time=3\n" in sbatch and "#SBATCH --signal=USR2@90\n" in sbatch
     # the job stopped on SLURM's time-limit signal and ended by itself, before SLURM had to kill it

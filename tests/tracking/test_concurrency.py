@@ -15,7 +15,7 @@ import time
 import pandas as pd
 import pytest
 
-from lumbar_bench.scale import sweep
+from lumbar_bench.scale import sweep, tasks
 from lumbar_bench.tracking.models import run_model_id
 from lumbar_bench.tracking.search import find_runs, get_run, local_artifact
 
@@ -39,7 +39,7 @@ def store(request, tmp_path) -> str:
 @pytest.mark.slow
 def test_eight_parallel_tasks_on_a_fresh_store_lose_nothing(store, tiny_phantom, tmp_path, record_property):
     experiment = f"concurrency-{tmp_path.name}"
-    request = sweep.SweepRequest(
+    request = tasks.SweepRequest(
         approaches=("prior",),
         folds=(0, 1),
         seeds=(0, 1, 2, 3),

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from lumbar_bench.board import leaderboard as lb
+from lumbar_bench.board.rows import TABLE
 from lumbar_bench.cli import main
 from lumbar_bench.constants import LABEL_COLUMNS
 from lumbar_bench.data.labels import read_labels
@@ -110,7 +110,7 @@ def test_leaderboard_registers_the_top_model_and_logs_a_table(prior_runs, tmp_pa
     assert loaded.metadata.metadata["approach"] == "prior"
 
     boards = find_runs(uri, "lumbar-bench", tags={"kind": "leaderboard"})
-    table = mlflow.load_table(lb.TABLE, run_ids=[boards[0].run_id])
+    table = mlflow.load_table(TABLE, run_ids=[boards[0].run_id])
     assert list(table["approach"]) == ["prior"] and table["rsna_score"].iloc[0] > 0
     assert set(table["run_ids"].iloc[0].split(";")) == {first.run_id, second.run_id}
     # the board's runs-table view: filtered to its runs, best first, score, CI and runtime as columns

@@ -17,7 +17,7 @@ import pytest
 
 from lumbar_bench.cli import main
 from lumbar_bench.gate.baseline import Baseline, Expected
-from lumbar_bench.scale import sweep
+from lumbar_bench.scale import tasks
 from lumbar_bench.tracking import server as tracking_server
 from lumbar_bench.tracking.names import ui_link
 from lumbar_bench.tracking.search import find_runs, get_run, local_artifact
@@ -133,7 +133,7 @@ def test_sweep_lands_nested_runs_on_the_server_then_skips_them(mlflow_server, ti
     (parent,) = find_runs(mlflow_server, "swept", tags={"kind": "sweep"})
     runs = find_runs(mlflow_server, "swept", parent_id=parent.run_id)
     assert sorted(r.tag("fold") for r in runs) == ["0", "1"] and {r.status for r in runs} == {"FINISHED"}
-    assert all(r.tag(sweep.JOB_TAG) and r.metric("rsna_score") for r in runs)
+    assert all(r.tag(tasks.JOB_TAG) and r.metric("rsna_score") for r in runs)
     for r in runs:
         preds = local_artifact(mlflow_server, r.run_id, "predictions.csv", tmp_path / r.run_id)
         assert len(pd.read_csv(preds)) > 0
