@@ -14,13 +14,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
-if TYPE_CHECKING:
-    import pandas as pd
+import pandas as pd
 
-    from lumbar_bench.approaches.context import RunContext
-    from lumbar_bench.data.rsna import RSNAData
+from lumbar_bench.approaches.context import RunContext
+from lumbar_bench.data.rsna import RSNAData
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+import torchvision
 from torch import nn
 
 from lumbar_bench.approaches.base import Approach, FitReport
@@ -76,9 +77,7 @@ def build_model(in_channels: int, weights: str = "") -> nn.Module:
 
     Random init, unless ``weights`` names a local state-dict file (torchvision or timm layout).
     """
-    from torchvision.models import resnet18
-
-    model = resnet18(weights=None, num_classes=N_LABELS * 3)
+    model = torchvision.models.resnet18(weights=None, num_classes=N_LABELS * 3)
     model.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
     if weights:
         path = Path(weights)

@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from lumbar_bench.core.stage_cache import build_once
-
-if TYPE_CHECKING:
-    from lumbar_bench.data.rsna import RSNAData
-    from lumbar_bench.data.splits import Split
+from lumbar_bench.data.phantom.config import GENERATOR_VERSION, PhantomConfig
+from lumbar_bench.data.rsna import RSNAData
+from lumbar_bench.data.splits import Split, check_covers, load_split, make_split, save_split
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +27,6 @@ REPO_SPLITS = Path(__file__).resolve().parents[2] / "results" / "splits"
 
 def phantom_name() -> str:
     """Folder and split name of the default phantom, versioned with its generator."""
-    from lumbar_bench.data.phantom.synth import GENERATOR_VERSION
-
     p = DEFAULT_PHANTOM
     return f"phantom-v{GENERATOR_VERSION}-n{p['studies']}-px{p['size']}-s{p['seed']}"
 
@@ -40,7 +36,8 @@ def ensure_phantom(cache_dir: Path, progress: bool = True) -> Path:
     target = cache_dir / phantom_name()
 
     def build(tmp: Path) -> None:
-        from lumbar_bench.data.phantom.synth import PhantomConfig, synthesize
+        # lazy: the generator pulls scipy and SimpleITK; `prepare`/`splits --data` never need it
+        from lumbar_bench.data.phantom.synth import synthesize
 
         log.info("generating the default phantom into %s (once)", target)
         synthesize(tmp, PhantomConfig(**DEFAULT_PHANTOM), progress=progress, workers=0)  # one per CPU
@@ -51,8 +48,6 @@ def ensure_phantom(cache_dir: Path, progress: bool = True) -> Path:
 
 def load_data(data_dir: Path | None, cache_dir: Path, progress: bool = True, part: str = "train") -> RSNAData:
     """Load ``data_dir`` (RSNA layout), or the default phantom when it is None."""
-    from lumbar_bench.data.rsna import RSNAData
-
     root = Path(data_dir) if data_dir is not None else ensure_phantom(cache_dir, progress)
     return RSNAData.load(root, part=part, cache_dir=cache_dir / "series")
 
@@ -64,8 +59,6 @@ def describe(data: RSNAData) -> str:
 
 def resolve_split(data: RSNAData, split_path: Path | None, cache_dir: Path) -> tuple[Split, str]:
     """The split for ``data`` and where it came from; refuses tampered or foreign splits."""
-    from lumbar_bench.data.splits import check_covers, load_split, make_split, save_split
-
     if split_path is None:
         split_path = default_split_path(data, cache_dir)
         if not split_path.exists():

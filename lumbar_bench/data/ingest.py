@@ -14,6 +14,9 @@ from itertools import chain
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
+from rich.console import Console
+from rich.progress import track
+
 from lumbar_bench.core.errors import DataError
 from lumbar_bench.core.parallel import process_pool, worker_count
 from lumbar_bench.data.cache import SeriesCache
@@ -101,9 +104,6 @@ def _progress(items: Iterable[T], total: int, description: str, enabled: bool) -
     if not enabled:
         yield from items
         return
-    from rich.console import Console
-    from rich.progress import track
-
     yield from track(
         items, description=description, total=total, console=Console(stderr=True), transient=True
     )

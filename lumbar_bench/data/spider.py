@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import SimpleITK as sitk
 
 from lumbar_bench.core.errors import DataError
 
@@ -64,8 +65,6 @@ def spider_pairs(root: Path) -> list[tuple[str, Path, Path]]:
 
 def _read_mha(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """Array in numpy (z, y, x) order and the spacing of each array axis."""
-    import SimpleITK as sitk
-
     try:
         img = sitk.ReadImage(str(path))
     except RuntimeError as exc:

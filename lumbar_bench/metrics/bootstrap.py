@@ -23,15 +23,12 @@ distribution of the difference centred on the observed difference ``d``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
+import pandas as pd
 
 from lumbar_bench.constants import LABEL_COLUMNS, SCORE_GROUPS, SEVERITY_WEIGHTS
-from lumbar_bench.metrics.score import ANY_SEVERE_SCALAR, PART_NAMES, score_arrays
-
-if TYPE_CHECKING:
-    import pandas as pd
+from lumbar_bench.metrics.score import ANY_SEVERE_SCALAR, PART_NAMES, score_arrays, submission_matrix
 
 _SPINAL = np.array([lab.startswith("spinal_canal_stenosis") for lab in LABEL_COLUMNS])
 
@@ -101,8 +98,6 @@ def study_parts(codes: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.nd
 
 def run_evidence(labels: pd.DataFrame, predictions: pd.DataFrame, fold: int = 0, seed: int = 0) -> Evidence:
     """The :class:`Evidence` of one run: its held-out labels and predictions, on one fold and seed."""
-    from lumbar_bench.metrics.score import submission_matrix
-
     codes = labels[list(LABEL_COLUMNS)].to_numpy(dtype=np.int64)
     num, den = study_parts(codes, submission_matrix(labels, predictions))
     n = len(labels)

@@ -7,6 +7,7 @@ import logging
 import numpy as np
 import pytest
 import torch
+from torchvision.models import resnet18
 
 from lumbar_bench.approaches.context import RunContext
 from lumbar_bench.approaches.resnet18 import ResNet18Approach, ResNet18Config, build_model, fit_temperature
@@ -17,8 +18,6 @@ pytestmark = pytest.mark.slow
 
 
 def test_local_weights_are_adapted_to_the_input_channels(tmp_path):
-    from torchvision.models import resnet18
-
     reference = resnet18(weights=None)  # stands in for a downloaded ImageNet checkpoint
     path = tmp_path / "r18.pth"
     torch.save(reference.state_dict(), path)

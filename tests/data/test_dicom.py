@@ -13,11 +13,14 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import encapsulate
+from pydicom.pixels.encoders.base import get_encoder
 from pydicom.uid import (
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
     JPEG2000Lossless,
+    JPEGLosslessSV1,
     JPEGLSLossless,
     MRImageStorage,
     RLELossless,
@@ -362,8 +365,6 @@ def test_lossy_syntaxes_decode(name: str, shape: tuple[int, int]) -> None:
 
 @pytest.mark.parametrize("syntax", [RLELossless, JPEG2000Lossless, JPEGLSLossless], ids=lambda u: u.name)
 def test_encoded_series_roundtrip(tmp_path: Path, syntax: pydicom.uid.UID) -> None:
-    from pydicom.pixels.encoders.base import get_encoder
-
     if not get_encoder(syntax).is_available:
         pytest.skip(f"no local encoder for {syntax.name}")
     write_series(tmp_path / "plain", n=3, size=(64, 48))
@@ -413,9 +414,6 @@ def encode_jpeg_lossless_sv1(pixels: np.ndarray) -> bytes:
 
 
 def test_jpeg_lossless_sv1_greyscale_16bit(tmp_path: Path) -> None:
-    from pydicom.encaps import encapsulate
-    from pydicom.uid import JPEGLosslessSV1
-
     arrays = write_series(tmp_path / "plain", n=3, size=(40, 24))
     arrays[1][2, 0] = 40000  # a difference of -32768 from the pixel above exercises SSSS = 16
     arrays[1][1, 0] = 7232

@@ -12,6 +12,7 @@ from lumbar_bench.constants import LABEL_COLUMNS
 from lumbar_bench.core.errors import DataError
 from lumbar_bench.data.ingest import IngestSummary, prepare
 from lumbar_bench.data.rsna import RSNAData
+from lumbar_bench.data.spider import read_spider
 from tests.data.test_dicom import write_series
 
 # study -> [(series, description, slices)]
@@ -170,8 +171,6 @@ def test_phantom_layout_loads_and_prepares(request: pytest.FixtureRequest, tmp_p
 
 def test_phantom_spider_reads(request: pytest.FixtureRequest) -> None:
     pytest.importorskip("lumbar_bench.data.phantom.synth")
-    from lumbar_bench.data.spider import read_spider
-
     root: Path = request.getfixturevalue("tiny_phantom")
     case = read_spider(root / "spider")[0]
     assert case.image.shape == case.mask.shape and case.spacing[0] == max(case.spacing)

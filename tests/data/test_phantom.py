@@ -12,6 +12,7 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 from pydicom.uid import ExplicitVRLittleEndian
+from scipy.stats import multivariate_normal
 
 from lumbar_bench.constants import (
     CONDITION_TITLES,
@@ -345,8 +346,6 @@ def test_joint_model_expected_correlations_hit_the_table() -> None:
 
 
 def test_bivariate_cdf_against_scipy() -> None:
-    from scipy.stats import multivariate_normal
-
     x, y = np.array([-1.2, 0.3, 2.0]), np.array([0.5, -0.7, 1.9])
     for rho in (0.0, 0.5, 0.95):
         want = [

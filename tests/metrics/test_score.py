@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import log_loss
 
+from lumbar_bench.cli import main
 from lumbar_bench.constants import LABEL_COLUMNS, PROB_COLUMNS, row_id
 from lumbar_bench.core.errors import SubmissionError
 from lumbar_bench.metrics.score import EPS, score, score_arrays
@@ -186,8 +187,6 @@ def test_duplicated_row_id_is_refused():
 
 @pytest.mark.parametrize("content", ["", "row_id,normal_mild,moderate,severe\n"])
 def test_cli_refuses_an_empty_submission_in_one_line(tmp_path, capsys, content):
-    from lumbar_bench.cli import main
-
     labels = tmp_path / "labels.csv"
     labels_frame({1: [0] * 25}).replace({0: "Normal/Mild"}).to_csv(labels)
     empty = tmp_path / "sub.csv"
@@ -199,8 +198,6 @@ def test_cli_refuses_an_empty_submission_in_one_line(tmp_path, capsys, content):
 
 
 def test_cli_refuses_a_duplicated_row_id(tmp_path, capsys):
-    from lumbar_bench.cli import main
-
     labels = tmp_path / "labels.csv"
     labels_frame({1: [0] * 25}).replace({0: "Normal/Mild"}).to_csv(labels)
     sub = submission([1], np.full((25, 3), 1 / 3))

@@ -8,5 +8,6 @@ Stages, one module each:
 - :mod:`.crops`: ``z +/- crop_depth`` slices around each point, a window sized in millimetres from the
   level spacing, right-side crops flipped onto the left;
 - :mod:`.grader`: a torchvision CNN per slice, attention over the slices, a head per condition;
+- :mod:`.config`: :class:`~.config.Lsdc25dConfig`, the settings of every stage;
 - :mod:`.approach`: the :class:`~lumbar_bench.approaches.base.Approach` that runs them.
 """

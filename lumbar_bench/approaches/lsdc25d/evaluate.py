@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+from matplotlib.figure import Figure
 
 from lumbar_bench.approaches.context import RunContext
 from lumbar_bench.approaches.lsdc25d import grader as gr
@@ -97,8 +98,6 @@ def contact_sheet(
     crops: gr.CropSet, probs: np.ndarray, ids: Sequence[int], path: Path, studies: int = 4
 ) -> Path:
     """Middle slice of every crop of the first ``studies`` studies, titled label -> prediction."""
-    from matplotlib.figure import Figure
-
     n = min(studies, len(ids))
     slots = len(LABEL_COLUMNS)
     fig = Figure(figsize=(slots * 0.9, n * 1.15 + 0.4), dpi=100)

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+import torchvision
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
@@ -44,8 +45,6 @@ ANY_SEVERE_WEIGHTS = (1.0, 4.0)
 
 def _feature_extractor(encoder: str, weights: str) -> tuple[nn.Module, int]:
     """A torchvision classifier with its last layer removed, and its feature width."""
-    import torchvision
-
     net = torchvision.models.get_model(encoder, weights=None)
     if weights:
         path = Path(weights)

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import segmentation_models_pytorch as smp
 import torch
 import torch.nn.functional as F
 
@@ -78,8 +79,6 @@ def neighbours(stack: np.ndarray, index: int) -> np.ndarray:
 
 def build_model(channels: int, depth: int, decoder: Sequence[int]) -> torch.nn.Module:
     """An smp U-Net, random-init ResNet-18 encoder, :data:`IN_CHANNELS` inputs, ``channels`` heatmaps."""
-    import segmentation_models_pytorch as smp
-
     return smp.Unet(
         "resnet18",
         encoder_depth=depth,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -12,11 +11,9 @@ from scipy.special import softmax
 
 from lumbar_bench.approaches.lsdc25d import grader as gr
 from lumbar_bench.approaches.lsdc25d import localize as loc
+from lumbar_bench.approaches.lsdc25d.config import Lsdc25dConfig
 from lumbar_bench.approaches.lsdc25d.study import AXIAL, Spot, StudySeries
 from lumbar_bench.constants import GROUP_SERIES, LABEL_COLUMNS, LEVELS, SCORE_GROUPS, split_label
-
-if TYPE_CHECKING:
-    from lumbar_bench.approaches.lsdc25d.approach import Lsdc25dConfig
 
 
 def _working(spot: Spot, study: StudySeries, size: int) -> tuple[int, float, float]:

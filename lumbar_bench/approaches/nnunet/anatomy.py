@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import ndimage
 
 from lumbar_bench.constants import LEVELS
 from lumbar_bench.data.geometry import SliceGeometry
@@ -28,8 +29,6 @@ class Structure:
 
 def structures(label: np.ndarray, cls: int, min_area: int) -> list[Structure]:
     """Find the connected components of class ``cls`` with at least ``min_area`` pixels."""
-    from scipy import ndimage
-
     comp, n = ndimage.label(label == cls)
     out = []
     for i in range(1, n + 1):
@@ -155,8 +154,6 @@ def ellipse(
 
 def ring(mask: np.ndarray, width: int) -> np.ndarray:
     """Pixels within ``width`` of ``mask`` but outside it."""
-    from scipy import ndimage
-
     if width <= 0 or not mask.any():
         return np.zeros_like(mask, dtype=bool)
     return ndimage.binary_dilation(mask, iterations=width) & ~mask

@@ -6,195 +6,52 @@ per series type learns them; its probabilities are turned into grades. The varia
 differ only in their config: ``raw`` trains on every mask, ``qc`` on those passing QC,
 ``refined`` adds a second nnU-Net trained on out-of-fold predictions merged with the
 annotated lesions. Stages are cached (see :mod:`lumbar_bench.approaches.nnunet.pipeline`).
+The configs are in :mod:`.configs` and importable from here too.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from lumbar_bench.approaches.base import Approach, FitReport, ReportBuilder
 from lumbar_bench.approaches.context import RunContext
+from lumbar_bench.approaches.nnunet import dataset as nd
 from lumbar_bench.approaches.nnunet import grading as gr
+from lumbar_bench.approaches.nnunet import overlays as ov
 from lumbar_bench.approaches.nnunet import pipeline as pl
-from lumbar_bench.approaches.nnunet.pseudo_masks import (
-    ClassScheme,
-    MaskConfig,
-    load_case,
-    load_schemes,
-    save_schemes,
+from lumbar_bench.approaches.nnunet import qc
+from lumbar_bench.approaches.nnunet.configs import (
+    VARIANTS,
+    NnUNetConfig,
+    NnUNetQCConfig,
+    NnUNetRefinedConfig,
 )
-from lumbar_bench.approaches.nnunet.vertebrae import VertebraConfig
+from lumbar_bench.approaches.nnunet.pseudo_masks import load_case
+from lumbar_bench.approaches.nnunet.schemes import ClassScheme, load_schemes, save_schemes
+from lumbar_bench.approaches.nnunet.seg_eval import pseudo_mask_truth_dice
+from lumbar_bench.approaches.nnunet.trainer import require_gpus
+from lumbar_bench.approaches.nnunet.training import Trainer
 from lumbar_bench.approaches.prior import fit_prior
 from lumbar_bench.constants import LABEL_COLUMNS, PROB_COLUMNS, SCORE_GROUPS, row_id, slug
 from lumbar_bench.core.errors import ConfigError, DataError
 from lumbar_bench.core.progress import progress_bar
-from lumbar_bench.core.stage_cache import charge_reuse
+from lumbar_bench.core.seeding import torch_threads
+from lumbar_bench.core.stage_cache import StageResult, charge_reuse
+from lumbar_bench.data.rsna import RSNAData
+
+if TYPE_CHECKING:  # the predictor imports torch and nnunetv2
+    from lumbar_bench.approaches.nnunet.predictor import Predictor
 
 log = logging.getLogger(__name__)
-VARIANTS = ("raw", "qc", "refined")
-
-
-@dataclass(frozen=True)
-class NnUNetConfig:
-    """Every stage's settings; ``variant`` picks raw, QC'd or self-refined training masks."""
-
-    variant: str = "raw"
-    size: int = 128
-    spider: str = ""
-    weights: str = ""
-    encoder: str = "resnet34"
-    encoder_depth: int = 5
-    decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16)
-    vertebra_epochs: int = 30
-    vertebra_batch: int = 16
-    vertebra_slices: int = 0
-    vertebra_lr: float = 1e-3
-    along: float = 0.5
-    across: float = 0.2
-    axial_radius: float = 0.1
-    ignore_ring: int = 1
-    #: Left and right conditions share their classes; grading takes the side from the slice's place
-    #: (a single 2D slice does not show which side it is on). ``false`` gives each side its own.
-    merge_sides: bool = True
-    qc_threshold: float = 0.8
-    qc_manual: str = ""
-    #: QC drops masks of this series type only (e.g. ``sagittal_t2``, the original manual pass); empty: all.
-    qc_series: str = ""
-    epochs: int = 100
-    iterations: int = 50
-    val_iterations: int = 10
-    batch_size: int = 8
-    lr: float = 1e-2
-    optimizer: str = "sgd"
-    save_every: int = 5
-    features: tuple[int, ...] = (16, 32, 64, 128, 256)
-    val_folds: int = 5
-    refine_folds: int = 3
-    blend: float = 0.6
-    #: Fit the blend weight per score group on the held-out training studies (else ``blend`` as is).
-    calibrate: bool = True
-    #: One blend weight per score group (needs enough held-out studies; ``ci`` has 12 and shares one).
-    calibrate_per_group: bool = True
-    min_mass: float = 2.0
-    #: Fraction of the budget left at the start of fit kept for evaluation, calibration and prediction.
-    predict_reserve: float = 0.15
-    overlays: int = 4
-    #: torch threads while fitting and predicting (0 = leave as is; 1 avoids oversubscribing a shared CPU).
-    threads: int = 0
-    #: GPUs each nnU-Net trains on; more than 1 hands training to nnU-Net's own DDP (needs that many GPUs).
-    num_gpus: int = 1
-
-    @classmethod
-    def for_subset(cls, subset: str) -> NnUNetConfig:
-        """``ci``: 64 px, tiny networks, seconds per stage; ``small``: minutes; ``full``: the GPU schedule."""
-        if subset == "ci":
-            return cls(
-                size=64,
-                encoder="resnet18",
-                encoder_depth=3,
-                decoder_channels=(32, 16, 8),
-                vertebra_epochs=10,
-                vertebra_slices=6,
-                vertebra_lr=3e-3,
-                epochs=10,
-                iterations=25,
-                val_iterations=1,
-                lr=3e-3,
-                optimizer="adam",
-                save_every=3,
-                features=(8, 16, 32, 64),
-                val_folds=4,
-                refine_folds=2,
-                min_mass=0.3,
-                overlays=3,
-                # fixed, so the gate's threads_1 measurement gives the same numbers. With 2 threads and
-                # 10 x 25 iterations nnunet-raw takes 127 s from an empty cache here (1 thread and
-                # 12 x 25: 177 s, too close to the 180 s budget on a slower CI machine)
-                threads=2,
-                predict_reserve=0.3,
-                calibrate_per_group=False,
-            )
-        if subset == "small":
-            return cls(
-                size=96,
-                encoder="resnet18",
-                vertebra_epochs=30,
-                vertebra_lr=3e-3,
-                epochs=50,
-                iterations=25,
-                min_mass=0.5,
-                refine_folds=2,
-                lr=3e-3,
-                optimizer="adam",
-            )
-        return cls()
-
-    def vertebra(self) -> VertebraConfig:
-        """Return the vertebra stage's config (its cache key)."""
-        return VertebraConfig(
-            size=self.size,
-            encoder=self.encoder,
-            encoder_depth=self.encoder_depth,
-            decoder_channels=self.decoder_channels,
-            epochs=self.vertebra_epochs,
-            slices_per_case=self.vertebra_slices,
-            lr=self.vertebra_lr,
-            batch_size=self.vertebra_batch,
-            weights=self.weights,
-        )
-
-    def masks(self) -> MaskConfig:
-        """Return the pseudo-mask stage's config (its cache key)."""
-        return MaskConfig(
-            size=self.size,
-            along=self.along,
-            across=self.across,
-            ignore_ring=self.ignore_ring,
-            axial_radius=self.axial_radius,
-            merge_sides=self.merge_sides,
-        )
-
-    def plan(self) -> pl.PlanConfig:
-        """Return the nnU-Net ``2d_tiny`` network."""
-        return pl.PlanConfig(patch=self.size, batch_size=self.batch_size, features=self.features)
-
-    def grading(self) -> gr.GradingConfig:
-        """How probabilities become grades."""
-        return gr.GradingConfig(size=self.size, min_mass=self.min_mass, blend=self.blend)
-
-
-@dataclass(frozen=True)
-class NnUNetQCConfig(NnUNetConfig):
-    """``nnunet-qc``: only masks passing QC."""
-
-    variant: str = "qc"
-
-
-@dataclass(frozen=True)
-class NnUNetRefinedConfig(NnUNetConfig):
-    """``nnunet-refined``: QC'd stage 1, out-of-fold merge, stage 2."""
-
-    variant: str = "refined"
-
-    @classmethod
-    def for_subset(cls, subset: str) -> NnUNetRefinedConfig:
-        """As the other variants; on ``ci`` its nine trainings (2 folds + 1 per series type) are shorter.
-
-        4 epochs x 15 iterations keep the run inside the 3-minute ``ci`` budget on a 2-core CI
-        machine (8 x 20 took 191-218 s there).
-        """
-        config = super().for_subset(subset)
-        return dataclasses.replace(config, epochs=4, iterations=15) if subset == "ci" else config
 
 
 class NnUNetApproach(Approach):
@@ -207,30 +64,24 @@ class NnUNetApproach(Approach):
         if config.variant not in VARIANTS:
             raise ConfigError(f"variant={config.variant!r}: choose one of {', '.join(VARIANTS)}")
         super().__init__(config)
-        self._qc_config()  # ConfigError on a qc_series that names no series type
+        config.qc()  # ConfigError on a qc_series that names no series type
         self.schemes: dict[str, ClassScheme] = {}
         self.positions: dict[str, float] = {}
         self.prior: np.ndarray | None = None
         self.models: dict[str, Path] = {}
         self.blend: dict[str, float] = {}
-        self._predictors: dict[str, object] = {}
+        self._predictors: dict[str, Predictor] = {}
 
     # ------------------------------------------------------------------ fit
-    def fit(self, data, study_ids: Sequence[int], ctx: RunContext) -> FitReport:  # noqa: ANN001
+    def fit(self, data: RSNAData, study_ids: Sequence[int], ctx: RunContext) -> FitReport:
         """Run every stage on the training studies; only ``study_ids`` are ever looked at."""
-        from lumbar_bench.approaches.nnunet.trainer import require_gpus
-        from lumbar_bench.core.seeding import torch_threads
-
         require_gpus(self.config.num_gpus, ctx.device)  # before any stage: fails in a second, not an hour
         self._report = ReportBuilder()
         with torch_threads(self.config.threads):
             self._fit(data, study_ids, ctx)
         return self._report.build()
 
-    def _fit(self, data, study_ids: Sequence[int], ctx: RunContext) -> None:  # noqa: ANN001
-        from lumbar_bench.approaches.nnunet import dataset as nd
-        from lumbar_bench.approaches.nnunet.training import Trainer
-
+    def _fit(self, data: RSNAData, study_ids: Sequence[int], ctx: RunContext) -> None:
         cfg, ids = self.config, sorted(int(s) for s in study_ids)
         self.prior = fit_prior(data.labels.loc[ids])
         start_left = ctx.budget_left()
@@ -284,7 +135,7 @@ class NnUNetApproach(Approach):
             trainer.evaluate(data, val_cases, self.models, masks.path)
         self._calibrate(data, val, ctx)
 
-    def _calibrate(self, data, val: list[int], ctx: RunContext) -> None:  # noqa: ANN001
+    def _calibrate(self, data: RSNAData, val: list[int], ctx: RunContext) -> None:
         """Blend weights per score group, fitted on held-out training studies (never the evaluated ones)."""
         cfg = self.config
         self.blend = dict.fromkeys(SCORE_GROUPS, cfg.blend)
@@ -308,29 +159,20 @@ class NnUNetApproach(Approach):
         return gr.StudyGrader(fns, self.schemes, self.positions, self.config.grading())
 
     @staticmethod
-    def _grade(grader: gr.StudyGrader, data, study: int) -> tuple[np.ndarray, list[str]]:  # noqa: ANN001
+    def _grade(grader: gr.StudyGrader, data: RSNAData, study: int) -> tuple[np.ndarray, list[str]]:
         try:
             grades = grader.grade(data, int(study))
         except (DataError, ValueError, IndexError, RuntimeError) as exc:
             grades = gr.StudyGrades(problems=[f"grading failed: {exc}"])
         return grades.probs, grades.problems
 
-    def _stage(self, ctx: RunContext, name: str, result: pl.StageResult) -> None:
+    def _stage(self, ctx: RunContext, name: str, result: StageResult) -> None:
         self._report.seconds(name, result.seconds)
         self._report.metrics({f"cache/{name}_hit": float(result.hit)})
         charge_reuse(result, ctx, self._report)
 
-    def _qc_config(self):  # noqa: ANN202 - qc.QCConfig, imported lazily
-        from lumbar_bench.approaches.nnunet import qc
-
-        cfg = self.config
-        return qc.QCConfig(threshold=cfg.qc_threshold, manual=cfg.qc_manual, series=cfg.qc_series)
-
     def _qc(self, mask_dir: Path, cases: pd.DataFrame, ctx: RunContext, truth_dir: Path) -> pd.DataFrame:
-        from lumbar_bench.approaches.nnunet import overlays as ov
-        from lumbar_bench.approaches.nnunet import qc
-
-        report = qc.run_qc(mask_dir, self._qc_config())
+        report = qc.run_qc(mask_dir, self.config.qc())
         self._report.metrics(qc.summarise(report))
         out = ctx.workdir / "qc"
         out.mkdir(parents=True, exist_ok=True)
@@ -354,9 +196,6 @@ class NnUNetApproach(Approach):
 
     def _qc_vs_truth(self, report: pd.DataFrame, mask_dir: Path, truth_dir: Path, ctx: RunContext) -> None:
         """On the phantom: ``qc/truth_spearman``, ``qc/hard_case_auroc`` and ``qc/qc_vs_truth.csv``."""
-        from lumbar_bench.approaches.nnunet import qc
-        from lumbar_bench.approaches.nnunet.seg_eval import pseudo_mask_truth_dice
-
         if report.empty or not (truth_dir / "train.csv").is_file():
             return  # real data: nothing to judge QC against
         dice = pseudo_mask_truth_dice(mask_dir, truth_dir)
@@ -374,22 +213,20 @@ class NnUNetApproach(Approach):
         )
 
     # -------------------------------------------------------------- predict
-    def predictor(self, desc: str, device: str):  # noqa: ANN201
+    def predictor(self, desc: str, device: str) -> Predictor:
         """Return the loaded nnU-Net of one series type (cached)."""
-        from lumbar_bench.approaches.nnunet.predictor import Predictor
+        from lumbar_bench.approaches.nnunet.predictor import Predictor  # lazy: imports torch and nnunetv2
 
         if desc not in self._predictors:
             self._predictors[desc] = Predictor(self.models[desc], device)
         return self._predictors[desc]
 
-    def predict(self, data, study_ids: Sequence[int], ctx: RunContext) -> pd.DataFrame:  # noqa: ANN001
+    def predict(self, data: RSNAData, study_ids: Sequence[int], ctx: RunContext) -> pd.DataFrame:
         """Grades from the segmentation where it finds something, the training prior elsewhere."""
-        from lumbar_bench.core.seeding import torch_threads
-
         with torch_threads(self.config.threads):
             return self._predict(data, study_ids, ctx)
 
-    def _predict(self, data, study_ids: Sequence[int], ctx: RunContext) -> pd.DataFrame:  # noqa: ANN001
+    def _predict(self, data: RSNAData, study_ids: Sequence[int], ctx: RunContext) -> pd.DataFrame:
         if self.prior is None:
             raise RuntimeError("nnunet: predict() before fit()")
         t0 = time.monotonic()
@@ -465,6 +302,7 @@ class NnUNetRefinedApproach(NnUNetApproach):
 
 
 __all__ = [
+    "VARIANTS",
     "NnUNetApproach",
     "NnUNetConfig",
     "NnUNetQCApproach",

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import SimpleITK as sitk
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +42,6 @@ def labels_json(class_names: list[str], ignore: bool) -> dict[str, int]:
 
 def _write_2d(array: np.ndarray, path: Path) -> None:
     """Write a 2D array as a NIfTI image with unit spacing."""
-    import SimpleITK as sitk
-
     sitk.WriteImage(sitk.GetImageFromArray(array), str(path), useCompression=True)
 
 

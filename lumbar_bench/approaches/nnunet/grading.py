@@ -17,12 +17,16 @@ import logging
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 
 from lumbar_bench.approaches.nnunet import anatomy as an
-from lumbar_bench.approaches.nnunet.pseudo_masks import ClassScheme, working_stack
+from lumbar_bench.approaches.nnunet.pseudo_masks import working_stack
+from lumbar_bench.approaches.nnunet.schemes import ClassScheme
 from lumbar_bench.constants import LABEL_COLUMNS, LEVELS, SCORE_GROUPS, condition_side
 from lumbar_bench.core.errors import DataError
 from lumbar_bench.data import geometry as geo
+from lumbar_bench.data.rsna import RSNAData
+from lumbar_bench.metrics.score import score_arrays
 
 log = logging.getLogger(__name__)
 _ROW = {lab: i for i, lab in enumerate(LABEL_COLUMNS)}
@@ -51,7 +55,7 @@ class StudyGrades:
     problems: list[str] = field(default_factory=list)
 
 
-def slice_positions(coords, schemes: dict[str, ClassScheme]) -> dict[str, float]:  # noqa: ANN001
+def slice_positions(coords: pd.DataFrame, schemes: dict[str, ClassScheme]) -> dict[str, float]:
     """Median relative slice position (0 = first, 1 = last) of each sagittal condition's annotations."""
     out = {}
     for desc, scheme in schemes.items():
@@ -95,7 +99,7 @@ class StudyGrader:
         self.positions = positions
         self.cfg = cfg
 
-    def grade(self, data, study_id: int) -> StudyGrades:  # noqa: ANN001
+    def grade(self, data: RSNAData, study_id: int) -> StudyGrades:
         """Grades of every row the study's series can tell something about."""
         out = StudyGrades()
         stacks = {}
@@ -224,7 +228,6 @@ def calibrate_blend(
     per-group weights noisy), or with ``per_group`` one pass of coordinate descent over
     the groups. ``default`` stays where there is no segmentation evidence at all.
     """
-    from lumbar_bench.metrics.score import score_arrays
 
     def total(w: dict[str, float]) -> float:
         rows = group_weights(w)

@@ -18,7 +18,6 @@ of a method nnU-Net's trainer documents for subclassing:
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import os
@@ -34,8 +33,9 @@ from nnunetv2.training.nnUNetTrainer.variants.data_augmentation.nnUNetTrainerNoM
     nnUNetTrainerNoMirroring,
 )
 
-from lumbar_bench.approaches.nnunet.trainer import SCHEDULE_FILE, SIDECAR, LogStream, Schedule
-from lumbar_bench.core.files import write_text_atomic
+from lumbar_bench.approaches.nnunet.checkpoint import load_checkpoint
+from lumbar_bench.approaches.nnunet.log_stream import LogStream
+from lumbar_bench.approaches.nnunet.schedule import Schedule, read_schedule, read_sidecar, write_sidecar
 
 log = logging.getLogger(__name__)
 
@@ -81,9 +81,9 @@ class HarnessTrainer(nnUNetTrainerNoMirroring):
         self.on_checkpoint: Callable[[], None] | None = None
         self.best_epoch, self.time_to_best, self.elapsed = -1, None, 0.0
         self._t0: float | None = None
-        planned = Path(self.output_folder) / SCHEDULE_FILE
-        if planned.exists():  # a trainer nnU-Net spawned for multi-GPU training (trainer.train_multi_gpu)
-            self.apply_schedule(Schedule(**json.loads(planned.read_text())))
+        planned = read_schedule(Path(self.output_folder))
+        if planned is not None:  # a trainer nnU-Net spawned for multi-GPU training (trainer.train_multi_gpu)
+            self.apply_schedule(planned)
 
     def apply_schedule(self, schedule: Schedule) -> None:
         """Adopt ``schedule`` (epochs, iterations, checkpoint cadence, learning rate, deadline)."""
@@ -154,8 +154,8 @@ class HarnessTrainer(nnUNetTrainerNoMirroring):
         if not os.path.exists(filename + ".tmp"):
             return  # checkpointing disabled, or not rank 0
         os.replace(filename + ".tmp", filename)
-        _write_json(
-            Path(filename + SIDECAR),
+        write_sidecar(
+            filename,
             {"elapsed": self.elapsed, "best_epoch": self.best_epoch, "time_to_best": self.time_to_best},
         )
         if self.on_checkpoint is not None:
@@ -169,8 +169,6 @@ class HarnessTrainer(nnUNetTrainerNoMirroring):
         (``module.`` prefixes dropped where the network has none), init args, epoch, logger,
         best EMA, mirroring axes, optimizer and grad scaler.
         """
-        from lumbar_bench.approaches.nnunet.trainer import load_checkpoint
-
         if not self.was_initialized:
             self.initialize()
         ckpt = filename_or_checkpoint
@@ -197,9 +195,8 @@ class HarnessTrainer(nnUNetTrainerNoMirroring):
 
     def restore_harness_state(self, checkpoint: Path) -> None:
         """Training seconds and best epoch saved beside ``checkpoint`` (absent before they were kept)."""
-        side = Path(str(checkpoint) + SIDECAR)
-        if side.exists():
-            info = json.loads(side.read_text())
+        info = read_sidecar(checkpoint)
+        if info is not None:
             self.elapsed, self.best_epoch = float(info["elapsed"]), int(info["best_epoch"])
             self.time_to_best = info["time_to_best"]
 
@@ -209,8 +206,3 @@ class HarnessTrainer(nnUNetTrainerNoMirroring):
         """Write nnU-Net's log file and send the line to ``logging`` instead of stdout."""
         super().print_to_log_file(*args, also_print_to_console=False, add_timestamp=add_timestamp)
         log.debug("nnunet: %s", " ".join(str(a) for a in args))
-
-
-def _write_json(path: Path, obj: dict) -> None:
-    """Write ``obj`` to ``path`` atomically."""
-    write_text_atomic(path, json.dumps(obj))

@@ -1,7 +1,8 @@
 """Colour overlays in the original study's scheme and the QC contact sheet.
 
 Vertebrae grey (discs a lighter grey), Normal/Mild green, Moderate blue, Severe red;
-the ignore label is a faint yellow.
+the ignore label is a faint yellow. Figures are built with :class:`matplotlib.figure.Figure`
+directly, never pyplot, so no global backend or figure state is touched.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from matplotlib.figure import Figure
 
 SEVERITY_RGB: dict[str, tuple[float, float, float]] = {
     "normal_mild": (0.1, 0.8, 0.1),
@@ -42,13 +44,9 @@ def overlay(image: np.ndarray, label: np.ndarray, names: Sequence[str], alpha: f
 
 def save_grid(path: Path, panels: list[tuple[str, np.ndarray]], columns: int = 4, title: str = "") -> Path:
     """Save RGB ``panels`` (title, image) as one PNG grid."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     rows = max(1, -(-len(panels) // columns))
-    fig, axes = plt.subplots(rows, columns, figsize=(2.4 * columns, 2.6 * rows), squeeze=False)
+    fig = Figure(figsize=(2.4 * columns, 2.6 * rows))
+    axes = fig.subplots(rows, columns, squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     for ax, (name, img) in zip(axes.ravel(), panels, strict=False):
@@ -59,7 +57,6 @@ def save_grid(path: Path, panels: list[tuple[str, np.ndarray]], columns: int = 4
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)
-    plt.close(fig)
     return path
 
 

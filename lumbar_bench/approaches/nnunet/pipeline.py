@@ -19,7 +19,10 @@ import pandas as pd
 
 from lumbar_bench.approaches.nnunet import dataset as nd
 from lumbar_bench.approaches.nnunet import trainer as nt
-from lumbar_bench.approaches.nnunet.pseudo_masks import ClassScheme, MaskConfig, build_pseudo_masks, load_case
+from lumbar_bench.approaches.nnunet.painting import MaskConfig
+from lumbar_bench.approaches.nnunet.pseudo_masks import axial_level_accuracy, build_pseudo_masks, load_case
+from lumbar_bench.approaches.nnunet.schemes import ClassScheme
+from lumbar_bench.approaches.nnunet.seg_eval import pseudo_mask_truth_by_type, pseudo_mask_truth_metrics
 from lumbar_bench.approaches.nnunet.vertebrae import (
     VertebraConfig,
     load_vertebra_model,
@@ -28,6 +31,7 @@ from lumbar_bench.approaches.nnunet.vertebrae import (
 )
 from lumbar_bench.constants import slug
 from lumbar_bench.core.stage_cache import StageResult, cached_stage, stage_key
+from lumbar_bench.data.rsna import RSNAData
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +49,7 @@ class PlanConfig:
     features: tuple[int, ...] = (16, 32, 64, 128, 256)
 
 
-def spider_root(data, spider: str) -> Path:  # noqa: ANN001
+def spider_root(data: RSNAData, spider: str) -> Path:
     """``--set spider=DIR`` when given, else the phantom's ``spider/`` next to the RSNA layout."""
     root = Path(spider) if spider else Path(data.root) / "spider"
     if not (root / "images").is_dir():
@@ -54,12 +58,12 @@ def spider_root(data, spider: str) -> Path:  # noqa: ANN001
 
 
 def vertebra_stage(
-    data,
+    data: RSNAData,
     cfg: VertebraConfig,
     spider: str,
     cache_dir: Path,
     device: str,
-    seed: int,  # noqa: ANN001
+    seed: int,
     progress: bool,
     deadline: float | None,
 ) -> tuple[StageResult, dict[str, float]]:
@@ -80,11 +84,11 @@ def vertebra_stage(
 
 
 def mask_stage(
-    data,
+    data: RSNAData,
     study_ids: list[int],
     vert: StageResult,
     vcfg: VertebraConfig,
-    mcfg: MaskConfig,  # noqa: ANN001
+    mcfg: MaskConfig,
     cache_dir: Path,
     device: str,
     progress: bool,
@@ -114,9 +118,6 @@ def write_mask_metrics(stage_dir: Path, truth_dir: Path) -> dict[str, float]:
     and its per-series-type values come from ``truth_dice.csv``; without ``truth/`` (real
     data) they are left out.
     """
-    from lumbar_bench.approaches.nnunet.pseudo_masks import axial_level_accuracy
-    from lumbar_bench.approaches.nnunet.seg_eval import pseudo_mask_truth_by_type, pseudo_mask_truth_metrics
-
     try:
         coords = pd.read_csv(stage_dir / "coords.csv", keep_default_na=False, na_values=[])
     except (FileNotFoundError, pd.errors.EmptyDataError):

@@ -1,4 +1,7 @@
-"""Load a trained nnU-Net fold and predict class probabilities of 2D images in-process."""
+"""Load a trained nnU-Net fold and predict class probabilities of 2D images in-process.
+
+It imports torch and nnunetv2: the approach and its trainer import it only when they predict.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +11,14 @@ import logging
 from pathlib import Path
 
 import numpy as np
+import torch
+from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
+from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+from lumbar_bench.approaches.nnunet.checkpoint import load_checkpoint
+from lumbar_bench.approaches.nnunet.log_stream import LogStream
+from lumbar_bench.approaches.nnunet.trainer import TINY, trainer_class
 
 log = logging.getLogger(__name__)
 
@@ -16,12 +27,6 @@ class Predictor:
     """An ``nnUNetPredictor`` built by hand from a fold folder (no trainer lookup, no process pools)."""
 
     def __init__(self, fold_dir: Path, device: str = "cpu", checkpoint: str = "checkpoint_final.pth") -> None:
-        import torch
-        from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
-        from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
-
-        from lumbar_bench.approaches.nnunet.trainer import TINY, LogStream, load_checkpoint, trainer_class
-
         base = Path(fold_dir).parent
         plans = json.loads((base / "plans.json").read_text())
         dataset_json = json.loads((base / "dataset.json").read_text())
@@ -29,8 +34,6 @@ class Predictor:
         manager = PlansManager(plans)
         config = manager.get_configuration(TINY)
         label_manager = manager.get_label_manager(dataset_json)
-        from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
-
         n_in = determine_num_input_channels(manager, config, dataset_json)
         network = trainer_class().build_network_architecture(
             manager, config, n_in, label_manager.num_segmentation_heads, enable_deep_supervision=False
@@ -55,8 +58,6 @@ class Predictor:
 
     def probabilities(self, image: np.ndarray) -> np.ndarray:
         """Class probabilities ``(n_classes, H, W)`` of one 2D image in [0, 1]."""
-        from lumbar_bench.approaches.nnunet.trainer import LogStream
-
         x = np.asarray(image, dtype=np.float32)[None, None]
         with contextlib.redirect_stdout(LogStream()):
             _, probs = self.predictor.predict_single_npy_array(

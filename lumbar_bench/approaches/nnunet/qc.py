@@ -32,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy.stats import spearmanr
+from sklearn.metrics import roc_auc_score
 
 from lumbar_bench.constants import SERIES_TYPES, condition_side, slug
 from lumbar_bench.core.errors import ConfigError
@@ -227,8 +229,6 @@ def truth_table(report: pd.DataFrame, dice: pd.DataFrame, hard: pd.Series | None
 
 def _spearman(frame: pd.DataFrame) -> float:
     """Spearman of ``qc_score`` with ``truth_dice`` (NaN: fewer than 3 series or a constant column)."""
-    from scipy.stats import spearmanr
-
     finite = frame[np.isfinite(frame["truth_dice"].astype(float))]
     if len(finite) < 3 or finite["qc_score"].nunique() < 2 or finite["truth_dice"].nunique() < 2:
         return float("nan")
@@ -247,8 +247,6 @@ def truth_metrics(table: pd.DataFrame) -> dict[str, float]:
 
     Each is left out where it is undefined (fewer than 3 series, a constant column, one class only).
     """
-    from sklearn.metrics import roc_auc_score
-
     out = {"qc/truth_n_series": float(len(table)), "qc/truth_n_hard": float(table["hard"].sum())}
     per_type = {t: (_spearman(g), len(g)) for t, g in table.groupby("series_type")}
     values = {

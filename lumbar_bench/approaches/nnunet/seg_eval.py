@@ -20,9 +20,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lumbar_bench.approaches.nnunet.pseudo_masks import ClassScheme, load_case, load_schemes
+from lumbar_bench.approaches.nnunet.pseudo_masks import load_case
+from lumbar_bench.approaches.nnunet.schemes import ClassScheme, load_schemes
 from lumbar_bench.approaches.nnunet.vertebrae import DISC, VERTEBRA, resize, spider_classes
 from lumbar_bench.constants import CONDITIONS, LABEL_COLUMNS, LEVELS, slug
+from lumbar_bench.data.labels import read_labels
 from lumbar_bench.metrics.dice import dice_counts, dice_from_counts, mean_dice
 
 log = logging.getLogger(__name__)
@@ -33,8 +35,6 @@ def read_truth_labels(root: Path) -> pd.DataFrame | None:
     path = Path(root) / "truth" / "train.csv"
     if not path.is_file():
         return None
-    from lumbar_bench.data.labels import read_labels
-
     return read_labels(path)
 
 
@@ -202,8 +202,6 @@ def pseudo_mask_truth_dice(stage_dir: Path, truth_dir: Path) -> pd.DataFrame:
     pseudo-mask marks ``ignore`` are left out. A series' ``dice`` is the mean over its
     foreground classes present in the mask or the truth. Empty without a truth folder.
     """
-    from lumbar_bench.data.labels import read_labels
-
     columns = ["study_id", "series_id", "series_type", "dice"]
     stage_dir, truth_dir = Path(stage_dir), Path(truth_dir)
     cases = _read_cases(stage_dir)
@@ -232,8 +230,6 @@ def pseudo_mask_truth_by_type(stage_dir: Path, truth_dir: Path) -> pd.DataFrame:
     (severity dropped, ``ignore`` pixels left out), pooled over every labelled slice of the
     type. Empty without a truth folder (real data).
     """
-    from lumbar_bench.data.labels import read_labels
-
     columns = ["series_type", "class", "tp", "fp", "fn", "dice"]
     stage_dir, truth_dir = Path(stage_dir), Path(truth_dir)
     cases = _read_cases(stage_dir)

@@ -7,14 +7,17 @@ nnU-Net's extractor and preprocessor (:mod:`.harness_planning`): nnU-Net's own s
 cost 2-5 s of start-up per worker. The trainer (:mod:`.harness_trainer`, imported lazily:
 it needs torch) is nnU-Net's ``nnUNetTrainerNoMirroring`` with documented methods
 overridden: it stops at the compute budget, logs through ``logging`` and resumes from
-``checkpoint_latest.pth``. Only the nnunetv2 releases in :data:`NNUNET_SUPPORTED` are accepted.
+``checkpoint_latest.pth``; the schedule it is handed and the sidecar it writes beside each
+checkpoint are in :mod:`.schedule`. Only the nnunetv2 releases in :data:`NNUNET_SUPPORTED` are
+accepted: they are checked before nnunetv2 is imported. The approach imports this module to build
+its configs, so it imports neither torch nor nnunetv2 at its top (torch is first imported once a
+stage runs, as the run's ``seed_everything`` expects).
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import dataclasses
 import functools
 import json
 import logging
@@ -23,16 +26,23 @@ import re
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 
+from lumbar_bench.approaches.nnunet.log_stream import LogStream
+from lumbar_bench.approaches.nnunet.schedule import (
+    SCHEDULE_FILE,
+    SIDECAR,
+    Schedule,
+    read_sidecar,
+    write_schedule,
+)
 from lumbar_bench.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 PLANS = "nnUNetPlans"
 TINY = "2d_tiny"
-#: Suffix of the JSON beside each checkpoint with the harness's training seconds and best epoch.
-SIDECAR = ".harness.json"
 #: Restored after every call; nnU-Net's multi-GPU training sets ``MASTER_ADDR``/``MASTER_PORT`` itself.
 _ENV_KEYS = (
     "nnUNet_raw",
@@ -43,8 +53,6 @@ _ENV_KEYS = (
     "MASTER_ADDR",
     "MASTER_PORT",
 )
-#: Written into a fold folder before a multi-GPU training: the schedule its spawned trainers adopt.
-SCHEDULE_FILE = "harness_schedule.json"
 #: The nnunetv2 releases the harness is tested with, as pinned in ``pyproject.toml``.
 NNUNET_SUPPORTED = ">=2.8.1,<2.9"
 _SUPPORTED_RANGE = ((2, 8, 1), (2, 9))
@@ -56,8 +64,6 @@ def check_nnunet_version(installed: str | None = None) -> str:
     ``installed`` overrides the version read from the package metadata (for tests).
     """
     if installed is None:
-        from importlib import metadata
-
         try:
             installed = metadata.version("nnunetv2")
         except metadata.PackageNotFoundError:
@@ -146,9 +152,10 @@ def plan_and_preprocess(
     ``threads`` is accepted for compatibility and unused: planning runs case by case here.
     """
     check_nnunet_version()
+    # lazy: after the version check (a missing or unsupported nnunetv2 is one ConfigError line)
     from nnunetv2.experiment_planning import plan_and_preprocess_api as api
 
-    from lumbar_bench.approaches.nnunet import harness_planning as hp
+    from lumbar_bench.approaches.nnunet import harness_planning as hp  # lazy: imports nnunetv2
 
     with (
         nnunet_env(paths),
@@ -176,57 +183,11 @@ def _dataset_name(dataset_id: int, paths: NnUNetPaths) -> str:
     return names[0]
 
 
-class LogStream:
-    """A file-like sink that forwards nnU-Net's ``print`` output to ``logging`` at debug level."""
-
-    def write(self, text: str) -> int:
-        """Log each non-empty line."""
-        for line in text.splitlines():
-            if line.strip():
-                log.debug("nnunet: %s", line)
-        return len(text)
-
-    def flush(self) -> None:
-        """Nothing is buffered."""
-
-
-@dataclass(frozen=True)
-class Schedule:
-    """How long one nnU-Net trains: epochs x iterations, checkpoint cadence, soft deadline."""
-
-    epochs: int = 10
-    iterations: int = 10
-    val_iterations: int = 2
-    save_every: int = 1
-    initial_lr: float = 1e-2
-    #: ``sgd`` (nnU-Net's SGD, Nesterov momentum 0.99) or ``adam`` (AdamW: learns faster in short schedules).
-    optimizer: str = "sgd"
-    #: ``time.monotonic()`` value after which training stops at the end of the epoch; None = none.
-    deadline: float | None = None
-
-
-def load_checkpoint(path: Path) -> dict:
-    """An nnU-Net checkpoint read with ``weights_only=True``.
-
-    nnU-Net stores its logging and best EMA as numpy scalars; only those types (numpy's scalar
-    reconstructor and float/int dtypes) are allowed besides tensors and Python containers.
-    """
-    import numpy as np
-    import torch
-
-    try:
-        from numpy._core.multiarray import scalar
-    except ImportError:  # numpy < 2
-        from numpy.core.multiarray import scalar
-    dtypes = (np.dtypes.Float32DType, np.dtypes.Float64DType, np.dtypes.Int64DType)
-    with torch.serialization.safe_globals([scalar, np.dtype, *dtypes]):
-        return torch.load(path, map_location="cpu", weights_only=True)
-
-
 @functools.cache
 def trainer_class() -> type:
     """Return the harness's trainer class (imports torch and nnunetv2; checks nnunetv2's version first)."""
     check_nnunet_version()
+    # lazy: imports torch and nnunetv2, after the version check
     from lumbar_bench.approaches.nnunet.harness_trainer import HarnessTrainer
 
     return HarnessTrainer
@@ -250,7 +211,7 @@ def train(
     ``checkpointed()`` after every checkpoint written). ``num_gpus`` > 1 hands the training to
     nnU-Net's own DDP (:func:`train_multi_gpu`).
     """
-    import torch
+    import torch  # lazy: importing this module (approach.py does) must not import torch
 
     name = _dataset_name(dataset_id, paths)
     plans = json.loads((paths.preprocessed / name / f"{PLANS}.json").read_text())
@@ -303,7 +264,7 @@ def require_gpus(num_gpus: int, device: str, available: int | None = None) -> No
     if num_gpus < 1:
         raise ConfigError(f"num_gpus={num_gpus}: needs 1 or more")
     if available is None:
-        import torch
+        import torch  # lazy: a CPU run checks num_gpus=1 without torch
 
         available = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if not device.startswith("cuda") or available < num_gpus:
@@ -329,13 +290,16 @@ def train_multi_gpu(
     checkpoint notices stay in those processes; ``harness.json`` is written from the final
     checkpoint's sidecar.
     """
+    # lazy: torch and nnunetv2 stay out of this module's import (see the module docstring)
     import torch
     from nnunetv2.run.run_training import run_training
+
+    from lumbar_bench.approaches.nnunet.checkpoint import load_checkpoint
 
     cls = trainer_class()
     out = paths.results / name / f"{cls.__name__}__{PLANS}__{TINY}" / f"fold_{fold}"
     out.mkdir(parents=True, exist_ok=True)
-    (out / SCHEDULE_FILE).write_text(json.dumps(dataclasses.asdict(schedule)))
+    write_schedule(out, schedule)
     ext = paths.results / "harness_trainer"
     ext.mkdir(parents=True, exist_ok=True)
     (ext / "lumbar_bench_trainer.py").write_text(
@@ -357,8 +321,7 @@ def train_multi_gpu(
             device=torch.device("cuda"),
         )
     final = out / "checkpoint_final.pth"
-    side = out / f"checkpoint_final.pth{SIDECAR}"
-    info = json.loads(side.read_text()) if side.exists() else {}
+    info = read_sidecar(final) or {}
     summary = {
         "best_epoch": info.get("best_epoch", -1),
         "time_to_best_s": info.get("time_to_best"),
@@ -374,3 +337,24 @@ def write_splits(paths: NnUNetPaths, dataset_id: int, folds: list[dict[str, list
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(json.dumps(folds, indent=1))
     return target
+
+
+__all__ = [
+    "NNUNET_SUPPORTED",
+    "PLANS",
+    "SCHEDULE_FILE",
+    "SIDECAR",
+    "TINY",
+    "LogStream",
+    "NnUNetPaths",
+    "Schedule",
+    "check_nnunet_version",
+    "nnunet_env",
+    "plan_and_preprocess",
+    "require_gpus",
+    "tiny_configuration",
+    "train",
+    "train_multi_gpu",
+    "trainer_class",
+    "write_splits",
+]

@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
@@ -20,10 +21,13 @@ import pandas as pd
 from lumbar_bench.approaches.base import ReportBuilder
 from lumbar_bench.approaches.context import RunContext
 from lumbar_bench.approaches.nnunet import dataset as nd
+from lumbar_bench.approaches.nnunet import overlays as ov
 from lumbar_bench.approaches.nnunet import pipeline as pl
 from lumbar_bench.approaches.nnunet import trainer as nt
+from lumbar_bench.approaches.nnunet.configs import NnUNetConfig
 from lumbar_bench.approaches.nnunet.epoch_metrics import EpochMetrics
-from lumbar_bench.approaches.nnunet.pseudo_masks import ClassScheme, load_case
+from lumbar_bench.approaches.nnunet.pseudo_masks import load_case
+from lumbar_bench.approaches.nnunet.schemes import ClassScheme
 from lumbar_bench.approaches.nnunet.seg_eval import (
     DiceBook,
     LabelAudit,
@@ -33,11 +37,23 @@ from lumbar_bench.approaches.nnunet.seg_eval import (
 )
 from lumbar_bench.constants import LABEL_COLUMNS, slug
 from lumbar_bench.core.seeding import derived_seed, seed_everything
-from lumbar_bench.core.stage_cache import charge_reuse
+from lumbar_bench.core.stage_cache import StageResult, charge_reuse
+from lumbar_bench.data.rsna import RSNAData
 
 log = logging.getLogger(__name__)
 
 Loader = Callable[[str], tuple[np.ndarray, np.ndarray]]
+
+
+class MetricSink(Protocol):
+    """Where held-out metrics go besides the fit report: a nested tracking run (``ctx.nested_run``)."""
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        """Log ``metrics``."""
+
+
+#: ``evaluate(models, child)``: held-out evaluation of one stage's models, logged to ``child``.
+Evaluator = Callable[[dict[str, Path], MetricSink], object]
 
 
 class Trainer:
@@ -45,10 +61,10 @@ class Trainer:
 
     def __init__(
         self,
-        cfg,
+        cfg: NnUNetConfig,
         schemes: dict[str, ClassScheme],
         ctx: RunContext,
-        masks: pl.StageResult,  # noqa: ANN001
+        masks: StageResult,
         reserve: float,
         report: ReportBuilder,
     ) -> None:
@@ -174,7 +190,7 @@ class Trainer:
         keep: set[int],
         rest: list[int],
         val: list[int],
-        evaluate: Callable[[dict[str, Path], object], object],
+        evaluate: Evaluator,
         truth_root: Path | None = None,
     ) -> dict[str, Path]:
         """Stage 1 on QC'd masks (k folds over ``rest``), out-of-fold merge, stage 2 on the merged masks.
@@ -227,7 +243,7 @@ class Trainer:
         truth: tuple[Path | None, pd.DataFrame | None],
     ) -> None:
         """Predict one stage-1 fold's held-out cases; write each merged label (audited against truth)."""
-        from lumbar_bench.approaches.nnunet.predictor import Predictor
+        from lumbar_bench.approaches.nnunet.predictor import Predictor  # lazy: imports torch and nnunetv2
 
         predict, scheme = Predictor(fold_dir, self.ctx.device).probabilities, self.schemes[desc]
         root, labels = truth
@@ -252,7 +268,7 @@ class Trainer:
         types: list[str],
         rest: list[int],
         val: list[int],
-        evaluate: Callable[[dict[str, Path], object], object],
+        evaluate: Evaluator,
     ) -> dict[str, Path]:
         """One nnU-Net per series type on the merged labels (the pseudo-mask where no merge exists)."""
         merged_dir = self.ctx.workdir / "merged"
@@ -296,15 +312,14 @@ class Trainer:
 
     def evaluate(
         self,
-        data,
+        data: RSNAData,
         val_cases: pd.DataFrame,
         models: dict[str, Path],
-        mask_dir: Path,  # noqa: ANN001
-        child=None,
-    ) -> dict[str, float]:  # noqa: ANN001
+        mask_dir: Path,
+        child: MetricSink | None = None,
+    ) -> dict[str, float]:
         """Held-out Dice (pseudo-masks, truth) and overlays for a few held-out studies."""
-        from lumbar_bench.approaches.nnunet import overlays as ov
-        from lumbar_bench.approaches.nnunet.predictor import Predictor
+        from lumbar_bench.approaches.nnunet.predictor import Predictor  # lazy: imports torch and nnunetv2
 
         ctx = self.ctx
         fns = {d: Predictor(p, ctx.device).probabilities for d, p in models.items()}

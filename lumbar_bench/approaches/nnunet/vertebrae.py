@@ -4,6 +4,10 @@ SPIDER mask values collapse to four classes: background, vertebra (1-25 and the
 partially visible 101-125), intervertebral disc (201-225) and spinal canal (100). The
 model works on square slices of ``size`` pixels and is applied to RSNA sagittal slices.
 Its validation Dice per structure is kept next to the weights.
+
+torch (and smp) are imported inside the functions that use them. The approach imports this
+module to build its configs; torch is first imported once a stage runs, as the run's
+``seed_everything`` (which seeds torch only when it is imported) expects.
 """
 
 from __future__ import annotations
@@ -13,11 +17,16 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from lumbar_bench.core.progress import progress_bar
+from lumbar_bench.data.spider import iter_spider
 from lumbar_bench.metrics.dice import dice_per_class
+
+if TYPE_CHECKING:  # torch stays out of this module's import (see the module docstring)
+    from torch import nn
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +62,7 @@ def spider_classes(mask: np.ndarray) -> np.ndarray:
 
 def resize(stack: np.ndarray, size: int, nearest: bool = False) -> np.ndarray:
     """Resize ``(n, H, W)`` to ``(n, size, size)`` (area for images, nearest for labels)."""
+    # lazy: importing this module must not import torch (see the module docstring)
     import torch
     import torch.nn.functional as F
 
@@ -77,8 +87,6 @@ def spider_digest(root: Path) -> list[tuple[str, int]]:
 
 def load_spider(root: Path, cfg: VertebraConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Slices ``(N, S, S)`` in [0, 1], class maps ``(N, S, S)`` and the case index of each slice."""
-    from lumbar_bench.data.spider import iter_spider
-
     xs, ys, case_idx = [], [], []
     for i, case in enumerate(iter_spider(root)):
         n = case.image.shape[0]
@@ -94,8 +102,9 @@ def load_spider(root: Path, cfg: VertebraConfig) -> tuple[np.ndarray, np.ndarray
     return np.concatenate(xs), np.concatenate(ys), np.concatenate(case_idx)
 
 
-def build_unet(cfg: VertebraConfig):  # noqa: ANN201 (torch module)
+def build_unet(cfg: VertebraConfig) -> nn.Module:
     """Smp U-Net with a random-init ResNet encoder, or ``cfg.weights`` loaded with weights_only."""
+    # lazy: importing this module must not import torch (see the module docstring)
     import segmentation_models_pytorch as smp
     import torch
 
@@ -130,6 +139,7 @@ def train_vertebra_model(
     deadline: float | None = None,
 ) -> dict[str, float]:
     """Train on ``spider_root``; write ``model.pt`` and ``metrics.json`` into ``out``; return metrics."""
+    # lazy: importing this module must not import torch (see the module docstring)
     import torch
     import torch.nn.functional as F
 
@@ -175,9 +185,9 @@ def train_vertebra_model(
     return metrics
 
 
-def segment(model, pixels: np.ndarray, device: str = "cpu", batch: int = 32) -> np.ndarray:  # noqa: ANN001
+def segment(model: nn.Module, pixels: np.ndarray, device: str = "cpu", batch: int = 32) -> np.ndarray:
     """Argmax ``ANATOMY`` classes ``(n, S, S)`` of slices already at the model's size."""
-    import torch
+    import torch  # lazy: importing this module must not import torch (see the module docstring)
 
     model.eval()
     out = []
@@ -188,9 +198,9 @@ def segment(model, pixels: np.ndarray, device: str = "cpu", batch: int = 32) -> 
     return np.concatenate(out) if out else np.zeros((0,) + pixels.shape[1:], np.uint8)
 
 
-def load_vertebra_model(stage_dir: Path, cfg: VertebraConfig, device: str = "cpu"):  # noqa: ANN201
+def load_vertebra_model(stage_dir: Path, cfg: VertebraConfig, device: str = "cpu") -> nn.Module:
     """Load the trained U-Net of a ``vertebrae`` stage folder (``torch.load(weights_only=True)``)."""
-    import torch
+    import torch  # lazy: importing this module must not import torch (see the module docstring)
 
     model = build_unet(VertebraConfig(**{**cfg.__dict__, "weights": ""}))
     model.load_state_dict(torch.load(Path(stage_dir) / "model.pt", map_location="cpu", weights_only=True))

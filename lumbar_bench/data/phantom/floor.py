@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 
 from lumbar_bench.constants import LABEL_COLUMNS, LEVELS, SCORE_GROUPS, SEVERITY_WEIGHTS
+from lumbar_bench.data.labels import read_labels
 from lumbar_bench.data.phantom import pathology
 from lumbar_bench.metrics.score import ANY_SEVERE_SCALAR, EPS, PART_NAMES
 
@@ -158,8 +159,6 @@ def phantom_floor(root: Path, labels: pd.DataFrame) -> float | None:
     Reads the true grades from ``root/truth/train.csv`` and the noise level from
     ``root/phantom.json``; None when either is missing (not a phantom).
     """
-    from lumbar_bench.data.labels import read_labels
-
     truth_csv, meta = Path(root) / "truth" / "train.csv", Path(root) / "phantom.json"
     if not truth_csv.is_file() or not meta.is_file():
         return None

@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import SimpleITK as sitk
 
 from lumbar_bench.data.phantom import disease, geometry, imaging, pathology
 from lumbar_bench.data.phantom.anatomy import sample_spine
@@ -23,8 +24,6 @@ from lumbar_bench.data.phantom.study import PART_CODES
 
 def write_spider_case(out: Path, i: int, *, seed: int, size: int) -> list[str]:
     """Case ``i``: a T1 volume (plus T2 for even ``i``) and mask(s); returns the case names."""
-    import SimpleITK as sitk
-
     rng = np.random.default_rng([seed, PART_CODES["spider"], i])
     _, amounts, degeneration = disease.joint_model(pathology.DEFAULT_LABEL_NOISE).sample(rng)
     spine = sample_spine(rng, pathology.severity_grid(amounts), degeneration, scoliosis=rng.random() < 0.05)

@@ -13,8 +13,12 @@ from lumbar_bench.approaches.lsdc25d import grader as gr
 from lumbar_bench.approaches.lsdc25d import levels as lvl
 from lumbar_bench.approaches.lsdc25d import localize as loc
 from lumbar_bench.approaches.lsdc25d import sets
-from lumbar_bench.constants import CONDITIONS, LABEL_COLUMNS, LEVELS
+from lumbar_bench.approaches.lsdc25d.config import Lsdc25dConfig
+from lumbar_bench.approaches.lsdc25d.study import Shift, _level_centres, shifts
+from lumbar_bench.constants import CONDITIONS, LABEL_COLUMNS, LEVELS, SERIES_TYPES
+from lumbar_bench.core.errors import ConfigError
 from lumbar_bench.data.dicom import SeriesVolume, quantise
+from lumbar_bench.data.geometry import SliceGeometry
 from tests.data.test_geometry import DISCS, TILTS, block_stack
 
 
@@ -94,8 +98,6 @@ def test_sagittal_slices_are_cropped_in_patient_x_order() -> None:
 
 
 def test_test_time_shifts_are_the_eight_in_plane_neighbours() -> None:
-    from lumbar_bench.approaches.lsdc25d.study import Shift, shifts
-
     assert shifts(0.0) == []
     offsets = {(s.rows_mm, s.cols_mm) for s in shifts(1.5)}
     assert len(offsets) == 8 and (0.0, 0.0) not in offsets
@@ -183,9 +185,6 @@ def test_evenly_spaced_levels_skip_a_strong_peak_between_two_discs() -> None:
 
 
 def test_levels_take_the_disc_peaks_head_to_foot_even_when_two_level_maps_agree() -> None:
-    from lumbar_bench.approaches.lsdc25d.study import _level_centres
-    from lumbar_bench.data.geometry import SliceGeometry
-
     geom = SliceGeometry.of(np.zeros(3), np.array([0.0, 1, 0, 0, 0, -1]), (2.0, 2.0), (64, 64))
     maps = np.zeros((1, len(LEVELS) + 1, 64, 64), dtype=np.float32)
     rows = [14, 26, 38, 50, 62]  # head to foot (rows grow toward the feet), 24 mm apart
@@ -306,10 +305,6 @@ def test_grader_keeps_and_resumes_its_moving_average(tmp_path: Path) -> None:
 
 
 def test_localizer_epochs_are_per_series_type() -> None:
-    from lumbar_bench.approaches.lsdc25d.approach import Lsdc25dConfig
-    from lumbar_bench.constants import SERIES_TYPES
-    from lumbar_bench.core.errors import ConfigError
-
     cfg = Lsdc25dConfig(loc_epochs=(4, 9, 2))
     assert [cfg.localizer(d).epochs for d in SERIES_TYPES] == [4, 9, 2]
     with pytest.raises(ConfigError, match="loc_epochs needs 3 values"):
