@@ -36,7 +36,7 @@ def ensure_phantom(cache_dir: Path, progress: bool = True) -> Path:
     target = cache_dir / phantom_name()
 
     def build(tmp: Path) -> None:
-        # lazy: the generator pulls scipy and SimpleITK; `prepare`/`splits --data` never need it
+        # lazy: only a missing phantom needs the generator (scipy, SimpleITK); run.plan imports this module
         from lumbar_bench.data.phantom.synth import synthesize
 
         log.info("generating the default phantom into %s (once)", target)
