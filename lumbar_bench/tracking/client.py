@@ -14,6 +14,7 @@ import math
 import os
 import re
 import tempfile
+import time
 import traceback
 import warnings
 from collections.abc import Iterator, Mapping
@@ -26,6 +27,7 @@ from urllib.parse import quote
 import mlflow.data
 from mlflow import MlflowClient
 from mlflow.entities import DatasetInput, InputTag, LoggedModelOutput, Param, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
@@ -34,6 +36,8 @@ from lumbar_bench.tracking.names import MODEL_TAG, PARENT_TAG, artifact_location
 log = logging.getLogger(__name__)
 
 _MAX_PARAM_LEN = 500
+#: Tries of a dataset input that another run inserts at the same moment (see TrackedRun.log_dataset).
+_DATASET_TRIES = 4
 
 
 #: MLflow's switch for its own artifact progress bars (tqdm on the terminal, whatever our --no-progress says).
@@ -169,9 +173,18 @@ class TrackedRun:
             # the entity mlflow.log_input builds (the schema is inferred here); the client has no
             # public converter
             entity = dataset._to_mlflow_entity()
-        self._client.log_inputs(
-            self.run_id, [DatasetInput(entity, [InputTag(MLFLOW_DATASET_CONTEXT, ref.context)])]
-        )
+        inputs = [DatasetInput(entity, [InputTag(MLFLOW_DATASET_CONTEXT, ref.context)])]
+        for attempt in range(_DATASET_TRIES):
+            try:
+                self._client.log_inputs(self.run_id, inputs)
+                return
+            except MlflowException as exc:
+                # two runs of a sweep inserting the same new dataset at once: one wins the row, and
+                # the other finds it on a retry (MLflow's server answers the loser with a UniqueViolation)
+                if "dataset_pk" not in str(exc) or attempt == _DATASET_TRIES - 1:
+                    raise
+                log.debug("dataset %s was being inserted by another run; retrying", ref.name)
+                time.sleep(0.2 * (attempt + 1))
 
     def log_model(
         self, pyfunc_dir: Path, spec: ModelSpec, metrics: Mapping[str, float], dataset: DatasetRef | None

@@ -76,7 +76,9 @@ class SleepyApproach(Approach):
 
 @pytest.fixture
 def sleepy(monkeypatch):
-    spec = registry.ApproachSpec("sleepy", "tests.test_budget:SleepyApproach", "test", {"ci": (0.01, "cpu")})
+    spec = registry.ApproachSpec(
+        "sleepy", "tests.core.test_budget:SleepyApproach", "test", {"ci": (0.01, "cpu")}
+    )
     monkeypatch.setitem(registry._REGISTRY, "sleepy", spec)
     RELEASE.clear()
     return spec
