@@ -1,4 +1,4 @@
-"""Phantom realism v2: the joint label structure and layout irregularities against the real data."""
+"""Phantom realism v3: the joint label structure and layout irregularities against the real data."""
 
 from __future__ import annotations
 
@@ -10,11 +10,12 @@ import pandas as pd
 import pytest
 
 from lumbar_bench.constants import LABEL_COLUMNS
-from lumbar_bench.data.phantom import realism, reference
+from lumbar_bench.data.phantom import cohort, disease, realism, reference
 from lumbar_bench.data.phantom.synth import PhantomConfig, plan_studies
 
-#: The issue's floors.
+#: The issues' floors (realism v2 and v3).
 MAX_TV, MAX_CORRELATION_DELTA, SEVERAL_AXIAL, MIN_BLANK_STUDIES = 0.06, 0.10, (0.12, 0.22), 0.06
+MAX_LEVEL_CORRELATION_DELTA, MIN_TRUE_MODERATE = 0.10, 0.25
 AXIAL_COUNT = {"two_axial_ranges": 2, "two_axial_repeat": 2, "per_disc": 3}
 
 
@@ -26,6 +27,7 @@ def assert_floors(rep: dict) -> None:
     """Every realism floor of the issue on one report."""
     assert rep["marginal_tv"] <= MAX_TV
     assert rep["correlation_mean_abs_delta"] <= MAX_CORRELATION_DELTA
+    assert rep["level_correlation_mean_abs_delta"] <= MAX_LEVEL_CORRELATION_DELTA
     lo, hi = SEVERAL_AXIAL
     assert lo <= rep["layout"]["several_axial"]["phantom"] <= hi
     assert rep["blanks"]["studies_with_blank"]["phantom"] >= MIN_BLANK_STUDIES
@@ -43,6 +45,31 @@ def test_label_and_layout_floors_on_200_studies_any_seed(seed: int) -> None:
     blanks = rep["blanks"]
     assert blanks["subarticular_stenosis_l1_l2"]["phantom"] > blanks["subarticular_stenosis_l2_l3"]["phantom"]
     assert blanks["label_fraction"]["phantom"] == pytest.approx(reference.BLANK_LABEL_FRACTION, abs=0.006)
+    truth = np.array([p.labels.true_codes for p in plans])
+    assert cohort.true_moderate_ratio(truth, observed) >= MIN_TRUE_MODERATE
+
+
+def test_every_label_keeps_true_moderate_and_severe() -> None:
+    """The model gives every label a true Moderate and Severe frequency of its real one (the
+    reader keeps the marginals), so no observed grade is reader error alone."""
+    model = disease.joint_model(0.175)
+    rng = np.random.default_rng(0)
+    codes = np.array([model.sample(rng).codes for _ in range(20_000)])
+    freq = np.stack([(codes == k).mean(axis=0) for k in range(3)], axis=1)
+    assert freq == pytest.approx(disease.reference_prior(), abs=0.012)  # 3.5 standard errors
+    assert (freq[:, 1] > 0.02).all() and (freq[:, 2] > 0.002).all()
+
+
+def test_cohort_selection_rejects_a_draw_of_reader_error_alone() -> None:
+    true = np.zeros((20, 25), np.int64)
+    observed = true.copy()
+    observed[:4, 0] = 1  # four observed Moderate, one true
+    true[0, 0] = 1
+    assert cohort.true_moderate_ratio(true, observed) == pytest.approx(0.25)
+    observed[5, 0] = -1  # a blank label counts on neither side
+    true[5, 0] = 1
+    assert cohort.true_moderate_ratio(true, observed) == pytest.approx(0.25)
+    assert np.isnan(cohort.true_moderate_ratio(true, np.zeros_like(true)))
 
 
 def test_cohort_selection_keeps_the_closest_draw() -> None:
@@ -73,7 +100,9 @@ def test_report_reads_any_kaggle_layout(tmp_path: Path) -> None:
     assert rep["blanks"]["studies_with_blank"]["phantom"] == 0.25
     assert rep["layout"]["two_axial"]["phantom"] == 0.5 and rep["layout"]["missing_series"]["phantom"] == 0.5
     assert rep["correlations"]["left~right foraminal"]["phantom"] == pytest.approx([1.0] * 5)
-    assert "correlation mean |Δ|" in realism.describe(rep)
+    assert rep["level_correlations"]["spinal_canal_stenosis"]["phantom"] == pytest.approx([1.0] * 4)
+    text = realism.describe(rep)
+    assert "correlation mean |Δ|" in text and "between neighbouring levels" in text and "L4/L5~L5/S1" in text
 
 
 def test_synth_reports_its_realism(tiny_phantom: Path) -> None:

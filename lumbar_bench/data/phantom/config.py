@@ -12,8 +12,9 @@ from lumbar_bench.core.errors import ConfigError
 from lumbar_bench.data.phantom import pathology
 
 #: Bumped whenever the generated data changes for the same config (2: the Bayes-optimal oracle
-#: file; 3: the joint disease model, real layout irregularities and blank-label rates).
-GENERATOR_VERSION = 3
+#: file; 3: the joint disease model, real layout irregularities and blank-label rates; 4: the
+#: level-to-level correlations and a reader whose errors act near the thresholds).
+GENERATOR_VERSION = 4
 
 
 @dataclass(frozen=True)
@@ -24,7 +25,8 @@ class PhantomConfig:
     seed: int = 0
     size: int = 128
     test_studies: int | None = None
-    label_noise: float = pathology.DEFAULT_LABEL_NOISE
+    #: The reader's error on the latent degeneration, in units of its standard deviation.
+    reader_noise: float = pathology.DEFAULT_READER_NOISE
     hard_case_rate: float = 0.10
     #: Scale on the real rates of layout irregularities and blank labels (0: all regular).
     irregularity: float = 1.0
@@ -48,7 +50,7 @@ class PhantomConfig:
             raise ConfigError(
                 f"PhantomConfig: need studies >= 1, size >= 32, non-negative counts; got {self}"
             )
-        for name in ("label_noise", "hard_case_rate", "irregularity"):
+        for name in ("reader_noise", "hard_case_rate", "irregularity"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"PhantomConfig: {name} must lie in [0, 1], got {getattr(self, name)}")
 

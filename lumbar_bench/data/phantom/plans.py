@@ -42,7 +42,7 @@ def plan_studies(config: PhantomConfig) -> list[StudyPlan]:
         layouts, blanks = _layouts(config, part, n)
         draws = config.cohort_draws if part == "train" else 1
         labels, draw = cohort.draw_cohort(
-            config.seed, PART_CODES[part], blanks, label_noise=config.label_noise, draws=draws
+            config.seed, PART_CODES[part], blanks, reader_noise=config.reader_noise, draws=draws
         )
         for j in range(n):
             i = j if part == "train" else config.studies + j

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lumbar_bench.constants import LABEL_COLUMNS, LEVELS, SERIES_TYPES
+from lumbar_bench.constants import LABEL_COLUMNS, LEVEL_TITLES, LEVELS, SERIES_TYPES
 from lumbar_bench.data.labels import read_labels, read_series_descriptions
 from lumbar_bench.data.phantom import reference
 from lumbar_bench.data.phantom.disease import reference_prior
@@ -54,23 +54,38 @@ def correlations(observed: np.ndarray) -> dict[str, list[float]]:
     return out
 
 
-def correlation_delta(observed: np.ndarray) -> float:
-    """Mean absolute difference from the reference table over its 15 correlations."""
-    got = correlations(observed)
+def level_correlations(observed: np.ndarray) -> dict[str, list[float]]:
+    """Pearson correlation on codes of each condition between neighbouring levels (pairwise-complete)."""
+    return {
+        c: [
+            _pearson(
+                observed[:, LABEL_COLUMNS.index(f"{c}_{lo}")], observed[:, LABEL_COLUMNS.index(f"{c}_{hi}")]
+            )
+            for lo, hi in zip(LEVELS[:-1], LEVELS[1:], strict=True)
+        ]
+        for c in reference.LEVEL_CORRELATIONS
+    }
+
+
+def _mean_delta(got: dict[str, list[float]], ref: dict[str, tuple[float, ...]]) -> float:
     return float(
-        np.mean(
-            [
-                abs(g - r)
-                for name, ref in reference.CORRELATIONS.items()
-                for g, r in zip(got[name], ref, strict=True)
-            ]
-        )
+        np.mean([abs(g - r) for name, row in ref.items() for g, r in zip(got[name], row, strict=True)])
     )
 
 
+def correlation_delta(observed: np.ndarray) -> float:
+    """Mean absolute difference from the within-level reference table over its 15 correlations."""
+    return _mean_delta(correlations(observed), reference.CORRELATIONS)
+
+
+def level_correlation_delta(observed: np.ndarray) -> float:
+    """Mean absolute difference from the neighbouring-level reference table over its 20 correlations."""
+    return _mean_delta(level_correlations(observed), reference.LEVEL_CORRELATIONS)
+
+
 def label_distance(observed: np.ndarray) -> float:
-    """One number for how far labels are from the real ones: marginal TV plus correlation Δ."""
-    return marginal_tv(observed) + correlation_delta(observed)
+    """One number for how far labels are from the real ones: marginal TV plus both correlation Δs."""
+    return marginal_tv(observed) + correlation_delta(observed) + level_correlation_delta(observed)
 
 
 def blank_rates(observed: np.ndarray) -> dict[str, float]:
@@ -104,7 +119,7 @@ def layout_rates(series: pd.DataFrame) -> dict[str, float]:
 
 def report(observed: np.ndarray, series: pd.DataFrame) -> dict[str, Any]:
     """The realism report: each figure beside its reference (JSON-ready)."""
-    got = correlations(observed)
+    got, between = correlations(observed), level_correlations(observed)
     layout = layout_rates(series)
     blanks = blank_rates(observed)
     several = reference.LAYOUT_RATES["two_axial"] + reference.LAYOUT_RATES["three_or_four_axial"]
@@ -115,6 +130,11 @@ def report(observed: np.ndarray, series: pd.DataFrame) -> dict[str, Any]:
         "correlations": {
             name: {"levels": list(LEVELS), "phantom": got[name], "reference": list(ref)}
             for name, ref in reference.CORRELATIONS.items()
+        },
+        "level_correlation_mean_abs_delta": level_correlation_delta(observed),
+        "level_correlations": {
+            c: {"levels": _level_pairs(), "phantom": between[c], "reference": list(ref)}
+            for c, ref in reference.LEVEL_CORRELATIONS.items()
         },
         "layout": {
             key: {"phantom": value, "reference": _layout_reference(key, several)}
@@ -137,6 +157,11 @@ def report(observed: np.ndarray, series: pd.DataFrame) -> dict[str, Any]:
     }
 
 
+def _level_pairs() -> list[str]:
+    """``"l1_l2~l2_l3"``-style names of the neighbouring-level pairs."""
+    return [f"{lo}~{hi}" for lo, hi in zip(LEVELS[:-1], LEVELS[1:], strict=True)]
+
+
 def _layout_reference(key: str, several: float) -> float:
     return several if key == "several_axial" else reference.LAYOUT_RATES[key]
 
@@ -152,7 +177,8 @@ def describe(rep: dict[str, Any]) -> str:
     lay, blanks = rep["layout"], rep["blanks"]
     lines = [
         f"  realism on {rep['studies']} studies (phantom vs real): marginal TV {rep['marginal_tv']:.3f}, "
-        f"correlation mean |Δ| {rep['correlation_mean_abs_delta']:.3f}",
+        f"correlation mean |Δ| {rep['correlation_mean_abs_delta']:.3f} within levels, "
+        f"{rep['level_correlation_mean_abs_delta']:.3f} between neighbouring levels",
         "  layouts: " + ", ".join(f"{k} {v['phantom']:.1%} vs {v['reference']:.1%}" for k, v in lay.items()),
         "  blanks: "
         + ", ".join(f"{k} {v['phantom']:.1%} vs {v['reference']:.1%}" for k, v in blanks.items()),
@@ -163,4 +189,11 @@ def describe(rep: dict[str, Any]) -> str:
             f"{p:+.2f} / {r:.2f}" for p, r in zip(row["phantom"], row["reference"], strict=True)
         )
         lines.append(f"    {name:<26} {cells}")
+    pairs = [f"{LEVEL_TITLES[lo]}~{LEVEL_TITLES[hi]}" for lo, hi in zip(LEVELS[:-1], LEVELS[1:], strict=True)]
+    lines.append("  neighbouring levels (phantom / real) " + "  ".join(f"{p:>11}" for p in pairs))
+    for name, row in rep["level_correlations"].items():
+        cells = "  ".join(
+            f"{p:+.2f} / {r:.2f}" for p, r in zip(row["phantom"], row["reference"], strict=True)
+        )
+        lines.append(f"    {name.replace('_', ' '):<34} {cells}")
     return "\n".join(lines)

@@ -40,6 +40,16 @@ CORRELATION_PAIRS: dict[str, tuple[str, str]] = {
     "spinal~left subarticular": ("spinal_canal_stenosis", "left_subarticular_stenosis"),
 }
 
+#: Pearson correlation on codes 0/1/2 of one condition between neighbouring levels: L1/L2~L2/L3,
+#: L2/L3~L3/L4, L3/L4~L4/L5 and L4/L5~L5/S1 (``CONDITIONS`` order).
+LEVEL_CORRELATIONS: dict[str, tuple[float, ...]] = {
+    "spinal_canal_stenosis": (0.37, 0.46, 0.39, 0.19),
+    "left_neural_foraminal_narrowing": (0.31, 0.44, 0.46, 0.38),
+    "right_neural_foraminal_narrowing": (0.32, 0.39, 0.45, 0.33),
+    "left_subarticular_stenosis": (0.45, 0.55, 0.47, 0.33),
+    "right_subarticular_stenosis": (0.39, 0.47, 0.47, 0.36),
+}
+
 #: Fraction of studies per series layout (the rest, 82.6%, has one series of each type).
 LAYOUT_RATES: dict[str, float] = {
     "two_axial": 0.154,

@@ -25,8 +25,10 @@ from lumbar_bench.data.phantom.study import PART_CODES
 def write_spider_case(out: Path, i: int, *, seed: int, size: int) -> list[str]:
     """Case ``i``: a T1 volume (plus T2 for even ``i``) and mask(s); returns the case names."""
     rng = np.random.default_rng([seed, PART_CODES["spider"], i])
-    _, amounts, degeneration = disease.joint_model(pathology.DEFAULT_LABEL_NOISE).sample(rng)
-    spine = sample_spine(rng, pathology.severity_grid(amounts), degeneration, scoliosis=rng.random() < 0.05)
+    patient = disease.joint_model(pathology.DEFAULT_READER_NOISE).sample(rng)
+    spine = sample_spine(
+        rng, pathology.severity_grid(patient.amounts), patient.degeneration, scoliosis=rng.random() < 0.05
+    )
     fov = rng.uniform(230.0, 300.0)
     spacing = max(rng.uniform(3.3, 4.8), 1.2 * fov / size)
     n = int(rng.integers(13, 20))

@@ -50,6 +50,7 @@ class StudyResult:
     study_id: int
     true_codes: np.ndarray
     observed: np.ndarray
+    observation_probs: np.ndarray
     series: list[tuple[int, str]]
     coordinates: list[tuple[int, int, int, str, str, float, float]]
     images: int
@@ -95,7 +96,15 @@ def make_study(out: Path, truth: Path | None, plan: StudyPlan, *, seed: int, siz
     coords = _coordinates(rng, spine, series, plan.study_id, observed) if plan.part == "train" else []
     series_rows = [(s.series_id, s.stack.description) for s in series]
     return StudyResult(
-        plan.study_id, labels.true_codes, observed, series_rows, coords, images, plan.hard, plan.layout
+        plan.study_id,
+        labels.true_codes,
+        observed,
+        labels.observation_probs,
+        series_rows,
+        coords,
+        images,
+        plan.hard,
+        plan.layout,
     )
 
 

@@ -18,10 +18,11 @@ import pandas as pd
 from lumbar_bench.constants import LABEL_COLUMNS, SEVERITIES
 from lumbar_bench.data.labels import read_labels
 from lumbar_bench.data.phantom import realism
+from lumbar_bench.data.phantom.cohort import true_moderate_ratio
 from lumbar_bench.data.phantom.config import GENERATOR_VERSION, PhantomConfig
 from lumbar_bench.data.phantom.floor import expected_floor
 from lumbar_bench.data.phantom.study import StudyPlan, StudyResult
-from lumbar_bench.data.phantom.tables import write_tables
+from lumbar_bench.data.phantom.tables import observation_probs, write_tables
 from lumbar_bench.metrics.score import score
 
 
@@ -29,9 +30,10 @@ from lumbar_bench.metrics.score import score
 class PhantomSummary:
     """What :func:`~.synth.synthesize` wrote, with the Bayes floor and the oracle's realised score.
 
-    ``bayes_floor`` is the expected official score of the Bayes-optimal oracle under the label
-    noise (``floor.expected_floor``); ``oracle_score`` is its score on this draw of the noisy
-    labels, which can fall a little below the floor.
+    ``bayes_floor`` is the expected official score of the Bayes-optimal oracle under the
+    reader's noise (``floor.expected_floor``); ``oracle_score`` is its score on this draw of the
+    noisy labels, which can fall a little below the floor. ``true_moderate_ratio`` is the
+    smallest, over the labels, of the true Moderate frequency over the observed one.
     """
 
     out: Path
@@ -48,6 +50,7 @@ class PhantomSummary:
     seconds: float
     realism: dict[str, Any]
     cohort_draw: int = 0
+    true_moderate_ratio: float = float("nan")
 
     @property
     def paths(self) -> dict[str, Path]:
@@ -63,6 +66,7 @@ class PhantomSummary:
             "spider": "spider",
             "truth": "truth",
             "oracle_submission_csv": "truth/oracle_submission.csv",
+            "observation_probs_csv": "truth/observation_probs.csv",
             "metadata_json": "phantom.json",
         }
         return {key: self.out / rel for key, rel in names.items()}
@@ -78,8 +82,9 @@ class PhantomSummary:
             f"  hard cases {self.hard_cases}, irregular studies {self.irregular_studies}\n"
             f"  labels: {counts}\n"
             f"  Bayes floor {self.bayes_floor:.4f} (expected score of the Bayes-optimal oracle "
-            f"under the label noise)\n"
+            f"under the reader's noise)\n"
             f"  oracle score {oracle} (realised, on these noisy labels)\n"
+            f"  true Moderate per observed Moderate, lowest over the labels: {self.true_moderate_ratio:.2f}\n"
             f"{realism.describe(self.realism)}\n"
             f"  took {self.seconds:.1f} s"
         )
@@ -95,9 +100,9 @@ def summarise(
 ) -> PhantomSummary:
     """Write the CSV tables and sum up what was generated."""
     train, test = results[: config.studies], results[config.studies :]
-    write_tables(out, train, test, config.label_noise)
+    write_tables(out, train, test)
     oracle = _oracle_score(out)
-    bayes = _bayes_floor(train, config.label_noise)
+    bayes = _bayes_floor(train)
     return PhantomSummary(
         out=out,
         train_studies=len(train),
@@ -113,6 +118,7 @@ def summarise(
         seconds=time.perf_counter() - start,
         realism=realism.report_from_files(out),
         cohort_draw=plans[0].cohort_draw if plans else 0,
+        true_moderate_ratio=_true_moderate_ratio(train),
     )
 
 
@@ -123,14 +129,23 @@ def _oracle_score(out: Path) -> float:
     return float(score(codes, submission).score)
 
 
-def _bayes_floor(train: list[StudyResult], label_noise: float) -> float:
-    """Expected official score of the oracle on ``train`` given its truth and blanks (NaN if empty)."""
+def _bayes_floor(train: list[StudyResult]) -> float:
+    """Expected official score of the oracle on ``train`` given the reader model and blanks (NaN if empty)."""
     if not train:
         return float("nan")
+    labelled = (
+        np.array([r.observed for r in train], dtype=np.int64).reshape(len(train), len(LABEL_COLUMNS)) >= 0
+    )
+    return expected_floor(observation_probs(train), labelled).score
+
+
+def _true_moderate_ratio(train: list[StudyResult]) -> float:
+    """:func:`.cohort.true_moderate_ratio` of the training studies."""
     n = len(LABEL_COLUMNS)
-    truth = np.array([r.true_codes for r in train], dtype=np.int64).reshape(len(train), n)
-    labelled = np.array([r.observed for r in train], dtype=np.int64).reshape(len(train), n) >= 0
-    return expected_floor(truth, label_noise, labelled).score
+    true = np.array([r.true_codes for r in train], dtype=np.int64).reshape(len(train), n)
+    return true_moderate_ratio(
+        true, np.array([r.observed for r in train], dtype=np.int64).reshape(len(train), n)
+    )
 
 
 def _label_counts(train: list[StudyResult]) -> dict[str, int]:
@@ -149,7 +164,7 @@ def write_metadata(out: Path, config: PhantomConfig, summary: PhantomSummary) ->
         "config": asdict(config),
         "seed": config.seed,
         "size": config.size,
-        "label_noise": config.label_noise,
+        "reader_noise": config.reader_noise,
         "train_studies": summary.train_studies,
         "test_studies": summary.test_studies,
         "series": summary.series,
@@ -161,6 +176,7 @@ def write_metadata(out: Path, config: PhantomConfig, summary: PhantomSummary) ->
         "bayes_floor": summary.bayes_floor,
         "oracle_score": summary.oracle_score,
         "cohort_draw": summary.cohort_draw,
+        "true_moderate_ratio": summary.true_moderate_ratio,
         "realism": summary.realism,
     }
     (out / "phantom.json").write_text(json.dumps(meta, indent=2) + "\n")

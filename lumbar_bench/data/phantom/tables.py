@@ -1,7 +1,8 @@
 """The CSV tables of the phantom: the RSNA layout (labels, coordinates, series) and the truth.
 
-``truth/`` holds the true grades, the Bayes-optimal oracle's submission and the hard-case
-flags beside the RSNA files the approaches see.
+``truth/`` holds the true grades, the reader's ``P(observed | latent)`` per label
+(``observation_probs.csv``, in submission form), the Bayes-optimal oracle's submission and the
+hard-case flags beside the RSNA files the approaches see.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import pandas as pd
 
 from lumbar_bench.constants import LABEL_COLUMNS, PROB_COLUMNS, SEVERITIES, row_id
 from lumbar_bench.data.phantom import pathology
+from lumbar_bench.data.phantom.floor import OBSERVATION_PROBS
 from lumbar_bench.data.phantom.study import HARD_KINDS, StudyResult
 
 
@@ -27,7 +29,7 @@ def _label_frame(results: list[StudyResult], attr: str) -> pd.DataFrame:
     return frame
 
 
-def write_tables(out: Path, train: list[StudyResult], test: list[StudyResult], label_noise: float) -> None:
+def write_tables(out: Path, train: list[StudyResult], test: list[StudyResult]) -> None:
     """Every CSV of the RSNA layout plus the truth tables."""
     _label_frame(train, "observed").to_csv(out / "train.csv", index=False)
     _label_frame(train, "true_codes").to_csv(out / "truth" / "train.csv", index=False)
@@ -43,10 +45,9 @@ def write_tables(out: Path, train: list[StudyResult], test: list[StudyResult], l
     _submission([r.study_id for r in test], np.full((len(test), len(LABEL_COLUMNS), 3), 1 / 3)).to_csv(
         out / "sample_submission.csv", index=False
     )
-    truth_codes = np.array([r.true_codes for r in train]).reshape(len(train), len(LABEL_COLUMNS))
-    _submission([r.study_id for r in train], pathology.oracle(truth_codes, label_noise)).to_csv(
-        out / "truth" / "oracle_submission.csv", index=False
-    )
+    ids, probs = [r.study_id for r in train], observation_probs(train)
+    _submission(ids, probs).to_csv(out / "truth" / OBSERVATION_PROBS, index=False)
+    _submission(ids, pathology.oracle(probs)).to_csv(out / "truth" / "oracle_submission.csv", index=False)
     flags = pd.DataFrame(
         {
             "study_id": [r.study_id for r in train],
@@ -56,6 +57,13 @@ def write_tables(out: Path, train: list[StudyResult], test: list[StudyResult], l
     flags.to_csv(out / "truth" / "cases.csv", index=False)
 
 
+def observation_probs(train: list[StudyResult]) -> np.ndarray:
+    """The reader's ``P(observed | latent)`` of every training label, ``(studies, 25, 3)``."""
+    return np.array([r.observation_probs for r in train], dtype=np.float64).reshape(
+        len(train), len(LABEL_COLUMNS), 3
+    )
+
+
 def _submission(study_ids: list[int], probs: np.ndarray) -> pd.DataFrame:
     """Kaggle submission rows ``(row_id, normal_mild, moderate, severe)`` from ``(n, 25, 3)``."""
     rows = [row_id(s, label) for s in study_ids for label in LABEL_COLUMNS]
@@ -63,4 +71,4 @@ def _submission(study_ids: list[int], probs: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame({"row_id": rows, **{c: flat[:, i] for i, c in enumerate(PROB_COLUMNS)}})
 
 
-__all__ = ["write_tables"]
+__all__ = ["observation_probs", "write_tables"]
