@@ -27,27 +27,48 @@ class FitReport:
     """What a fit (or a prediction) measured, for the runner to log once.
 
     ``metrics`` are logged under their own names (e.g. ``dice/<class>``, ``val/best_rsna_score``),
-    ``stage_seconds`` as ``runtime/<stage>_s`` and ``time_to_best_s`` as ``runtime/time_to_best_s``
-    (not at all when None). The mappings are read-only; build bigger reports with :meth:`merge`
-    or a :class:`ReportBuilder`.
+    ``stage_seconds`` as ``runtime/<stage>_s``, ``stage_flops`` (the training work the model
+    carries, see :mod:`lumbar_bench.approaches.work`) as ``runtime/<stage>_flops`` with their sum
+    as ``runtime/train_flops``, and ``time_to_best_s`` as ``runtime/time_to_best_s`` (not at all
+    when None). The mappings are read-only; build bigger reports with :meth:`merge` or a
+    :class:`ReportBuilder`.
     """
 
     metrics: Mapping[str, float] = field(default_factory=dict)
     stage_seconds: Mapping[str, float] = field(default_factory=dict)
     #: Seconds from the start of training to the best model; None when the approach does not know it.
     time_to_best_s: float | None = None
+    stage_flops: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "metrics", MappingProxyType(dict(self.metrics)))
         object.__setattr__(self, "stage_seconds", MappingProxyType(dict(self.stage_seconds)))
+        object.__setattr__(self, "stage_flops", MappingProxyType(dict(self.stage_flops)))
 
     def merge(self, other: FitReport) -> FitReport:
-        """Both reports in one: ``other``'s metrics win on a clash; stage seconds and times to best add up."""
-        seconds = dict(self.stage_seconds)
-        for stage, value in other.stage_seconds.items():
-            seconds[stage] = seconds.get(stage, 0.0) + value
+        """Both reports in one: ``other``'s metrics win on a clash; seconds, FLOPs, times to best add up."""
         times = [t for t in (self.time_to_best_s, other.time_to_best_s) if t is not None]
-        return FitReport({**self.metrics, **other.metrics}, seconds, sum(times) if times else None)
+        return FitReport(
+            {**self.metrics, **other.metrics},
+            _added(self.stage_seconds, other.stage_seconds),
+            sum(times) if times else None,
+            _added(self.stage_flops, other.stage_flops),
+        )
+
+    def work_metrics(self) -> dict[str, float]:
+        """``runtime/<stage>_flops`` and ``runtime/train_flops``; empty when no stage counted its work."""
+        if not self.stage_flops:
+            return {}
+        per_stage = {f"runtime/{stage}_flops": float(v) for stage, v in self.stage_flops.items()}
+        return {**per_stage, "runtime/train_flops": float(sum(self.stage_flops.values()))}
+
+
+def _added(first: Mapping[str, float], second: Mapping[str, float]) -> dict[str, float]:
+    """``first`` and ``second`` with the values of shared keys added."""
+    out = dict(first)
+    for key, value in second.items():
+        out[key] = out.get(key, 0.0) + value
+    return out
 
 
 class ReportBuilder:
@@ -67,6 +88,10 @@ class ReportBuilder:
     def seconds(self, stage: str, seconds: float) -> None:
         """Add ``seconds`` to ``stage`` (0 records the stage as having taken no time)."""
         self.add(FitReport(stage_seconds={stage: seconds}))
+
+    def flops(self, stage: str, flops: float) -> None:
+        """Add ``flops`` of training work to ``stage``."""
+        self.add(FitReport(stage_flops={stage: flops}))
 
     def time_to_best(self, seconds: float) -> None:
         """Add ``seconds`` to the time to best (a multi-model approach sums its models')."""

@@ -57,9 +57,9 @@ class PriorApproach(Approach):
         self.probs: np.ndarray | None = None
 
     def fit(self, data: RSNAData, study_ids: Sequence[int], ctx: RunContext) -> FitReport:
-        """Count severities per label over ``study_ids``; nothing to report."""
+        """Count severities per label over ``study_ids``: no network, so no training work (0 FLOPs)."""
         self.probs = fit_prior(data.labels.loc[list(study_ids)], self.config.alpha)
-        return FitReport()
+        return FitReport(stage_flops={"prior": 0.0})
 
     def predict(self, data: RSNAData, study_ids: Sequence[int], ctx: RunContext) -> pd.DataFrame:
         """The same distribution for every study."""

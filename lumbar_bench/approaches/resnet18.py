@@ -27,6 +27,7 @@ from torch import nn
 
 from lumbar_bench.approaches.base import Approach, FitReport
 from lumbar_bench.approaches.context import RunContext
+from lumbar_bench.approaches.work import FlopBook
 from lumbar_bench.config import config_hash
 from lumbar_bench.constants import LABEL_COLUMNS, PROB_COLUMNS, SERIES_TYPES, SEVERITY_WEIGHTS, row_id
 from lumbar_bench.core import distributed
@@ -215,7 +216,16 @@ class ResNet18Approach(Approach):
             if distributed.agree(dist, stop):
                 log.info("resnet18: early stop at epoch %d (best %d)", epoch, state["best_epoch"])
                 break
-        return self._keep_best(state)
+        epoch_flops = FlopBook(ctx.cache_dir).epoch(
+            "resnet18",
+            self.model,
+            len(x_tr),
+            cfg.batch_size,
+            tuple(x_tr.shape[1:]),
+            min_batch=dist.world_size,
+        )
+        report = self._keep_best(state)
+        return report.merge(FitReport(stage_flops={"classifier": float(state["epoch"] * epoch_flops)}))
 
     def _epoch_done(
         self, state: dict, epoch: int, val_score: float, temperature: float, elapsed: float

@@ -78,6 +78,8 @@ class Side:
     runtime_s: float
     run_ids: tuple[str, ...]
     evidence: Evidence
+    #: Mean ``runtime/train_flops`` per run; NaN when the runs did not count their work.
+    work_flops: float = float("nan")
 
 
 @dataclass(frozen=True)
@@ -151,6 +153,7 @@ def _side(uri: str, approach: str, runs: list[RunRecord]) -> Side:
     """Score, seeds and mean compute of one approach's runs (one per seed)."""
     evidence = load_evidence(uri, runs)
     finite = [t for t in map(compute_s, runs) if np.isfinite(t)]
+    work = [float(w) for r in runs if (w := r.metric("runtime/train_flops")) is not None and np.isfinite(w)]
     return Side(
         approach,
         runs[0].tag("config_hash"),
@@ -159,6 +162,7 @@ def _side(uri: str, approach: str, runs: list[RunRecord]) -> Side:
         float(np.mean(finite)) if finite else float("nan"),
         tuple(r.run_id for r in runs),
         evidence,
+        float(np.mean(work)) if len(work) == len(runs) else float("nan"),
     )
 
 
@@ -208,7 +212,7 @@ def _cells(result: ClaimResult) -> list[str]:
     """Scores, Δ [CI], p, seeds and runtime of a decided claim (dashes where missing)."""
     a, b, p = result.side, result.reference, result.paired
     if a is None or b is None:
-        return ["–"] * 5
+        return ["–"] * 6
     delta = "–"
     if p is not None:
         delta = f"{_fmt(p.diff, sign=True)} [{_fmt(p.ci_low, sign=True)}, {_fmt(p.ci_high, sign=True)}]"
@@ -218,34 +222,54 @@ def _cells(result: ClaimResult) -> list[str]:
         "–" if p is None else f"{p.p_value:.3f}",
         f"{len(a.seeds)}/{len(b.seeds)}",
         f"{_fmt(a.runtime_s, 0)}/{_fmt(b.runtime_s, 0)}",
+        f"{_tflop(a.work_flops)}/{_tflop(b.work_flops)}",
     ]
 
 
-HEADER = ("claim", "scores", "Δ [95% CI]", "p", "seeds", "compute s", "verdict")
+def _tflop(flops: float) -> str:
+    """Training work in TFLOP, 3 significant digits (``–``: not counted)."""
+    return "–" if not np.isfinite(flops) else f"{flops / 1e12:.3g}"
+
+
+#: Widest line of the text table.
+TEXT_WIDTH = 120
+HEADER = ("claim", "scores", "Δ [95% CI]", "p", "seeds", "compute s", "work TFLOP", "verdict")
 
 
 def header_lines(report: ClaimsReport) -> list[str]:
-    """What the table shows, in three lines."""
+    """What the table shows, in four lines."""
     return [
         f"The original study's claims on {report.subset} fold {report.fold} (RSNA score, lower is better).",
         f"Δ = first − second: paired bootstrap over seeds, then studies ({report.n_boot} resamples).",
-        "seeds and compute s (mean runtime/total_s + runtime/reused_s per run) are given as first/second.",
+        "seeds, compute s (mean runtime/total_s + runtime/reused_s per run) and work TFLOP",
+        "(mean runtime/train_flops per run; – where not counted) are given as first/second.",
     ]
 
 
 def to_text_table(report: ClaimsReport) -> str:
-    """A plain table that fits 120 columns; an undecidable claim says why on its own line."""
+    """A plain table that fits 120 columns.
+
+    An undecidable claim says why on its own line; so does a verdict too long for its row.
+    """
     rows = [[r.claim.label, *_cells(r), r.verdict] for r in report.results]
     shown = [row for row, r in zip(rows, report.results, strict=True) if not r.missing]
     widths = [max([len(h), *(len(row[i]) for row in shown)]) for i, h in enumerate(HEADER)]
     widths[0] = max(widths[0], *(len(row[0]) for row in rows))
+    verdict_at = sum(widths[:-1]) + 2 * (len(widths) - 1)
+    if verdict_at + widths[-1] > TEXT_WIDTH:
+        widths[-1] = len(HEADER[-1])  # long verdicts go below their rows
     head = "  ".join(h.ljust(w) for h, w in zip(HEADER, widths, strict=True)).rstrip()
     lines = [*header_lines(report), "", head]
     for row, result in zip(rows, report.results, strict=True):
         if result.missing:
             lines.append(f"{row[0].ljust(widths[0])}  {result.missing}")
+            continue
+        line = "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+        if len(line) > TEXT_WIDTH:
+            line = "  ".join(c.ljust(w) for c, w in zip(row[:-1], widths, strict=False)).rstrip()
+            lines += [line, f"{' ' * 4}→ {row[-1]}"]
         else:
-            lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+            lines.append(line)
     lines += [f"note: {n}" for n in report.notes]
     return "\n".join(lines) + "\n"
 

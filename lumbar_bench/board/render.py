@@ -31,13 +31,20 @@ _WIDE_WIDTH = 400
 
 _QUALITY = (*(f"loss/{k}" for k in PART_NAMES), "accuracy", "balanced_accuracy", "dice_mean")
 _REFERENCE = ("reference/prior_score", "reference/oracle_score", "reference/bayes_floor")
-_COST = ("runtime/total_s", "runtime/train_s", "runtime/gpu_s", "gpu/peak_memory_gb")
+_COST = ("runtime/total_s", "runtime/train_s", "runtime/train_flops", "runtime/gpu_s", "gpu/peak_memory_gb")
 _BLEND = tuple(f"grading/blend_{g}" for g in SCORE_GROUPS)
 _FALLBACK = "grading/prior_fallback_fraction"
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
     return "–" if value is None or not np.isfinite(value) else f"{value:.{digits}f}"
+
+
+def _tflop(flops: float | None) -> str:
+    """Training work in TFLOP (``s only``: the runs did not count their work)."""
+    if flops is None or not np.isfinite(flops):
+        return "s only"
+    return f"{flops / 1e12:.3g}"
 
 
 def to_frame(board: Leaderboard) -> pd.DataFrame:
@@ -122,7 +129,8 @@ def _wide_rows(board: Leaderboard) -> tuple[list[str], list[list[str]]]:
     """Header and cells of the full board (markdown and ``--wide``)."""
     head = ["#", "approach", "config", "f×s", "score [95% CI]", "seed sd", *PART_NAMES]
     head += ["accuracy", "bal. acc.", "dice", f"Δ vs {board.baseline} [95% CI]", "p"]
-    head += [*(f"blend {g}" for g in SCORE_GROUPS), "fallback", "runtime s/fold", "budget", "flags"]
+    head += [*(f"blend {g}" for g in SCORE_GROUPS), "fallback", "runtime s/fold", "work TFLOP/fold"]
+    head += ["budget", "flags"]
     cells = []
     for rank, row in enumerate(board.rows, 1):
         m = row.metrics
@@ -131,7 +139,8 @@ def _wide_rows(board: Leaderboard) -> tuple[list[str], list[list[str]]]:
         score, delta, p = _score_cells(row)
         quality = [_fmt(m.get(k)) for k in _QUALITY]
         grading = [_fmt(m.get(k), 2) for k in (*_BLEND, _FALLBACK)]
-        cost = [_fmt(m.get("runtime/total_s"), 1), f"{row.budget}: {state}", ", ".join(flags(row))]
+        cost = [_fmt(m.get("runtime/total_s"), 1), _tflop(m.get("runtime/train_flops"))]
+        cost += [f"{row.budget}: {state}", ", ".join(flags(row))]
         cells.append([*who, score, _fmt(row.seed_std), *quality, delta, p, *grading, *cost])
     return head, cells
 

@@ -189,7 +189,8 @@ def _fit_and_evaluate(
     metrics = evaluation.score_run(plan.request, inputs, predictions, trun)
     metrics.update(report.metrics)
     metrics.update(cost.metrics(predict_s, time.monotonic() - t0, dict(report.stage_seconds)))
-    trun.set_tags(cost.tags())
+    metrics.update(report.work_metrics())
+    trun.set_tags({**cost.tags(), "work_counted": str(bool(report.stage_flops)).lower()})
     if report.time_to_best_s is not None:
         metrics["runtime/time_to_best_s"] = report.time_to_best_s
     metrics.update(_gpu_metrics(plan.device, cost.gpu_train_s + predict_s))

@@ -85,6 +85,10 @@ def test_ci_run_logs_a_reproducible_score(name, request, tiny_phantom, tmp_path,
         "runtime/total_s",
     ):
         assert metric in info.metrics, metric
+    # every built-in approach counts its training work: none for the prior, some for the rest
+    assert info.tags["work_counted"] == "true"
+    flops = info.metrics["runtime/train_flops"]
+    assert flops == 0 if name == "prior" else flops > 1e6
 
     # the logged score is recomputable from the logged artifacts, through the CLI
     art = tmp_path / "art"

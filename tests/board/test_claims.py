@@ -19,6 +19,8 @@ EXP = "claims-test"
 RUNTIME = {"resnet18": 50.0, "nnunet-raw": 900.0, "nnunet-qc": 700.0, "nnunet-refined": 2000.0}
 #: qc reuses raw's cached stages: their recorded build seconds count as its compute too.
 REUSED = {"nnunet-qc": 200.0}
+#: Training work the runs report (resnet18 here reports none: seconds only).
+WORK = {"nnunet-raw": 3.5e12, "nnunet-qc": 3.5e12, "nnunet-refined": 9.0e12}
 
 
 def _labels(n: int = 60) -> pd.DataFrame:
@@ -59,6 +61,8 @@ def _log(uri, tmp, approach, skill, seed, *, fold=0, subset="small", status="FIN
         sub = _submission(labels, skill, noise if noise is not None else seed)
         metrics = evaluate_and_log(labels, sub, trun, work, "t")
         trun.log_metrics({**metrics, "runtime/total_s": RUNTIME[approach] + seed})
+        if approach in WORK:
+            trun.log_metrics({"runtime/train_flops": WORK[approach]})
         if approach in REUSED:
             trun.log_metrics({"runtime/reused_s": REUSED[approach]})
     if status != "FINISHED":
@@ -104,6 +108,8 @@ def test_each_claim_gets_its_verdict_with_seeds_and_compute(store):
     assert qc.side.seeds == (0, 1)  # the other fold, the FAILED run and the ci run do not count
     assert qc.side.runtime_s == pytest.approx(700.5 + 200.0)  # its own seconds and the stages it reused
     assert results["nnunet-raw"].reference.runtime_s == pytest.approx(50.5)
+    assert results["nnunet-raw"].side.work_flops == pytest.approx(3.5e12)
+    assert np.isnan(results["nnunet-raw"].reference.work_flops)  # seconds only
     assert qc.paired.diff == pytest.approx(qc.side.score - qc.reference.score)
 
 
@@ -120,6 +126,8 @@ def test_the_table_fits_120_columns_and_states_compute(store, capsys):
         "900/900",  # qc against raw: the same compute once qc's reused stages count
         "compute s",
         "2/2",
+        "work TFLOP",
+        "3.5/–",  # raw counted its work, resnet18 here did not
     ):
         assert text in out, text
 

@@ -530,7 +530,9 @@ CSV_COLUMNS = [
     "seed_std",
     *TODAY_CSV[8:19],
     "reference/bayes_floor",
-    *TODAY_CSV[19:23],
+    *TODAY_CSV[19:21],
+    "runtime/train_flops",
+    *TODAY_CSV[21:23],
     "grading/blend_spinal",
     "grading/blend_foraminal",
     "grading/blend_subarticular",
@@ -582,6 +584,19 @@ def test_default_board_fits_120_columns_and_wide_has_the_parts(seeded_board):
     assert REFINED in wide  # the full config hash
     markdown = render.render(board, "markdown")
     assert "| blend spinal |" in markdown and "no approach can beat" not in markdown
+
+
+def test_wide_board_shows_work_or_says_seconds_only(seeded_board):
+    import dataclasses
+
+    first, *rest = seeded_board.rows
+    counted = dataclasses.replace(first, metrics={**first.metrics, "runtime/train_flops": 2.5e12})
+    board = dataclasses.replace(seeded_board, rows=(counted, *rest))
+    wide = render.render(board, "table", wide=True)
+    assert "work TFLOP/fold" in wide
+    rows = {x.split()[1]: x for x in wide.splitlines() if x[:1].isdigit()}  # "#  approach  ..." lines
+    assert " 2.5 " in rows[first.approach]
+    assert all("s only" in rows[r.approach] for r in rest)
 
 
 def test_cli_wide_table_and_csv(seeded_runs, tracking_uri, tmp_path, capsys):

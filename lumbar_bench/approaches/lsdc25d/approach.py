@@ -35,6 +35,7 @@ from lumbar_bench.approaches.lsdc25d.config import Lsdc25dConfig
 from lumbar_bench.approaches.lsdc25d.crops import level_spacing
 from lumbar_bench.approaches.prior import fit_prior
 from lumbar_bench.approaches.resnet18 import best_temperature
+from lumbar_bench.approaches.work import FlopBook
 from lumbar_bench.config import config_hash
 from lumbar_bench.constants import LABEL_COLUMNS, PROB_COLUMNS, SERIES_TYPES, row_id, slug
 from lumbar_bench.core import distributed
@@ -110,15 +111,20 @@ class Lsdc25dApproach(Approach):
             "device": ctx.device,
         }
 
+        book = FlopBook(ctx.cache_dir)
+
         def build(out: Path) -> None:
-            states, losses = {}, {}
+            states, losses, flops = {}, {}, 0
             for desc in SERIES_TYPES:
                 annotations = sets.annotations(studies, truths, desc, settings[desc].size)
-                model, losses[desc] = loc.train_localizer(
+                model, losses[desc], samples = loc.train_localizer(
                     annotations, desc, settings[desc], ctx.seed, ctx.device, ctx.over_budget
                 )
                 states[desc] = model.state_dict()
-            torch.save({"states": states, "losses": losses}, out / "localizers.pt")
+                flops += samples * book.step(
+                    f"lsdc-2.5d-localizer-{slug(desc)}", model, [(1, *loc.sample_shape(settings[desc]))]
+                )
+            torch.save({"states": states, "losses": losses, "flops": flops}, out / "localizers.pt")
 
         with distributed.main_first(ctx.dist):  # rank 0 trains them, the other ranks read its cache
             stage = cached_stage(ctx.cache_dir, "lsdc25d-localizers", payload, build)
@@ -126,6 +132,9 @@ class Lsdc25dApproach(Approach):
         report.seconds("localizers", stage.seconds)
         charge_reuse(stage, ctx, report)
         saved = torch.load(stage.path / "localizers.pt", map_location="cpu", weights_only=True)
+        report.flops(
+            "localizers", float(saved.get("flops", 0))
+        )  # the work the localisers carry, built here or not
         self.localizers = self._build_localizers(saved["states"])
         for desc, losses in saved["losses"].items():
             if losses:
@@ -236,7 +245,13 @@ class Lsdc25dApproach(Approach):
             "val/temperature": self.temperature,
             "train/crops": float(train.valid.sum()),
         }
-        return FitReport(metrics=metrics, stage_seconds={"grader": seconds})
+        crop_flops = FlopBook(ctx.cache_dir).step(
+            "lsdc-2.5d-grader", self.grader, [(1, *train.crops.shape[-3:])], forward=gr.forward_on_crops
+        )
+        work = (
+            float(state["epoch"]) * float(train.valid.sum()) * crop_flops
+        )  # every epoch trains on every valid crop
+        return FitReport(metrics=metrics, stage_seconds={"grader": seconds}, stage_flops={"grader": work})
 
     def _filter_noise(self, train: gr.CropSet, ctx: RunContext, report: ReportBuilder) -> gr.CropSet:
         """Drop training labels whose out-of-fold probability (2 folds) is below ``noise_threshold``."""

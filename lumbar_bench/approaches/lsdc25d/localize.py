@@ -34,8 +34,9 @@ from lumbar_bench.data.dicom import SeriesVolume
 
 log = logging.getLogger(__name__)
 
-#: Bumped whenever the localisers' inputs, outputs or training change; part of their stage key.
-VERSION = 4
+#: Bumped whenever the localisers' inputs, outputs, training or what their stage records change; part of
+#: their stage key.
+VERSION = 5  # 5: the stage also records the FLOPs of its training
 #: Bumped whenever the decoding of their heatmaps into points changes; part of the grader's key.
 DECODE_VERSION = 3
 #: The points each series type's model finds: ``(condition, level)``; level "" on axial slices.
@@ -319,8 +320,12 @@ def train_localizer(
     seed: int,
     device: str,
     over_budget: Callable[[], bool],
-) -> tuple[torch.nn.Module, list[float]]:
-    """Train the heatmap model of ``series_type`` on ``annotations``; the model and the loss per epoch."""
+) -> tuple[torch.nn.Module, list[float], int]:
+    """Train the heatmap model of ``series_type`` on ``annotations``.
+
+    Returns the model, the loss per epoch and the samples trained on over all epochs (its work
+    is that many times one sample's step; see :func:`sample_shape`).
+    """
     channels = len(CHANNELS[series_type])
     torch.manual_seed(seed)
     model = build_model(channels, settings.depth, settings.decoder).to(device)
@@ -329,6 +334,7 @@ def train_localizer(
     rng = np.random.default_rng(seed)
     axial = series_type == GROUP_SERIES["subarticular"]
     losses: list[float] = []
+    samples = 0
     for epoch in range(settings.epochs):
         if over_budget():
             log.warning("lsdc-2.5d: budget reached; %s localiser stops at epoch %d", series_type, epoch)
@@ -352,5 +358,11 @@ def train_localizer(
             total, seen = total + float(loss.detach()) * len(x), seen + len(x)
         sched.step()
         losses.append(total / max(seen, 1))
+        samples += seen
         log.info("lsdc-2.5d: %s localiser epoch %d loss %.4f", series_type, epoch, losses[-1])
-    return model.eval(), losses
+    return model.eval(), losses, samples
+
+
+def sample_shape(settings: LocalizerSettings) -> tuple[int, int, int]:
+    """The shape of one training sample of a localiser: its input planes, size, size."""
+    return (IN_CHANNELS, settings.size, settings.size)

@@ -90,6 +90,8 @@ class NnUNetApproach(Approach):
             data, cfg.vertebra(), cfg.spider, ctx.cache_dir, ctx.device, ctx.seed, ctx.progress, vdeadline
         )
         self._stage(ctx, "vertebrae", vert)
+        if (flops := pl.stage_flops(vert)) is not None:  # the work the U-Net carries, built here or not
+            self._report.flops("vertebrae", flops)
         self._report.metrics(vmetrics)
         masks = pl.mask_stage(
             data, ids, vert, cfg.vertebra(), cfg.masks(), ctx.cache_dir, ctx.device, ctx.progress

@@ -36,6 +36,7 @@ from nnunetv2.training.nnUNetTrainer.variants.data_augmentation.nnUNetTrainerNoM
 from lumbar_bench.approaches.nnunet.checkpoint import load_checkpoint
 from lumbar_bench.approaches.nnunet.log_stream import LogStream
 from lumbar_bench.approaches.nnunet.schedule import Schedule, read_schedule, read_sidecar, write_sidecar
+from lumbar_bench.approaches.work import count_step
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,7 @@ class HarnessTrainer(nnUNetTrainerNoMirroring):
         self.on_checkpoint: Callable[[], None] | None = None
         self.best_epoch, self.time_to_best, self.elapsed = -1, None, 0.0
         self._t0: float | None = None
+        self._iteration_flops: int | None = None
         planned = read_schedule(Path(self.output_folder))
         if planned is not None:  # a trainer nnU-Net spawned for multi-GPU training (trainer.train_multi_gpu)
             self.apply_schedule(planned)
@@ -136,6 +138,19 @@ class HarnessTrainer(nnUNetTrainerNoMirroring):
             )
             raise _DeadlineReached
 
+    def iteration_flops(self) -> int:
+        """FLOPs of one training iteration (forward and backward) at the whole batch and patch size.
+
+        Counted on a copy of the network (:func:`lumbar_bench.approaches.work.count_step`); under
+        DDP the whole batch is the ranks' batches together, so the count is the job's, not a rank's.
+        """
+        if self._iteration_flops is None:
+            network = getattr(self.network, "module", self.network)
+            batch = int(self.configuration_manager.batch_size)
+            patch = tuple(int(p) for p in self.configuration_manager.patch_size)
+            self._iteration_flops = count_step(network, [(batch, int(self.num_input_channels), *patch)])
+        return self._iteration_flops
+
     def epoch_metrics(self) -> dict[str, float]:
         """Return the last epoch's losses and pseudo Dice as floats."""
         get = self.logger.get_value
@@ -156,7 +171,12 @@ class HarnessTrainer(nnUNetTrainerNoMirroring):
         os.replace(filename + ".tmp", filename)
         write_sidecar(
             filename,
-            {"elapsed": self.elapsed, "best_epoch": self.best_epoch, "time_to_best": self.time_to_best},
+            {
+                "elapsed": self.elapsed,
+                "best_epoch": self.best_epoch,
+                "time_to_best": self.time_to_best,
+                "iteration_flops": self.iteration_flops(),
+            },
         )
         if self.on_checkpoint is not None:
             self.on_checkpoint()

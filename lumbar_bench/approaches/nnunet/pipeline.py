@@ -37,7 +37,8 @@ log = logging.getLogger(__name__)
 
 #: Bumped when a stage's code changes what it writes; part of every cache key.
 #: pseudo_masks 3: each slice's own plane (tilted axial blocks), regions cut to their level; 4: metrics.json.
-STAGE_VERSIONS: dict[str, int] = {"vertebrae": 1, "pseudo_masks": 4, "nnunet_data": 1}
+#: Part of each stage's key (vertebrae 2: the stage records its training FLOPs).
+STAGE_VERSIONS: dict[str, int] = {"vertebrae": 2, "pseudo_masks": 4, "nnunet_data": 1}
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,12 @@ def vertebra_stage(
 
     result = cached_stage(cache_dir, "vertebrae", payload, build)
     return result, json.loads((result.path / "metrics.json").read_text())
+
+
+def stage_flops(stage: StageResult) -> float | None:
+    """The training FLOPs a stage recorded in ``work.json`` (None: it trained nothing or did not count)."""
+    path = stage.path / "work.json"
+    return float(json.loads(path.read_text())["flops"]) if path.is_file() else None
 
 
 def mask_stage(

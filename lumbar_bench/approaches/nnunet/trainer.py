@@ -241,17 +241,33 @@ def train(
                 resumed(False)
             log.info("nnU-Net %s fold %s: resuming at epoch %d", name, fold, trainer.current_epoch)
         trainer.run_training()
-    (out / "harness.json").write_text(
-        json.dumps(
-            {
-                "best_epoch": trainer.best_epoch,
-                "time_to_best_s": trainer.time_to_best,
-                "epochs_done": trainer.current_epoch,
-                "train_seconds": trainer.elapsed,
-            }
+        info = {
+            "best_epoch": trainer.best_epoch,
+            "time_to_best": trainer.time_to_best,
+            "elapsed": trainer.elapsed,
+        }
+        write_summary(
+            out, {**info, "iteration_flops": trainer.iteration_flops()}, trainer.current_epoch, schedule
         )
-    )
     return out
+
+
+def write_summary(out: Path, info: dict, epochs: int, schedule: Schedule) -> None:
+    """``harness.json`` of a finished training: best epoch, seconds and work, from a sidecar-style ``info``.
+
+    The work (``train_flops``) is epochs x iterations x one iteration's FLOPs; it is left out when
+    ``info`` has no ``iteration_flops`` (a sidecar from before FLOPs were counted).
+    """
+    summary = {
+        "best_epoch": info.get("best_epoch", -1),
+        "time_to_best_s": info.get("time_to_best"),
+        "epochs_done": epochs,
+        "train_seconds": info.get("elapsed", 0.0),
+    }
+    if info.get("iteration_flops") is not None:
+        flops = int(info["iteration_flops"])
+        summary.update(iteration_flops=flops, train_flops=epochs * schedule.iterations * flops)
+    (out / "harness.json").write_text(json.dumps(summary))
 
 
 def require_gpus(num_gpus: int, device: str, available: int | None = None) -> None:
@@ -321,14 +337,8 @@ def train_multi_gpu(
             device=torch.device("cuda"),
         )
     final = out / "checkpoint_final.pth"
-    info = read_sidecar(final) or {}
-    summary = {
-        "best_epoch": info.get("best_epoch", -1),
-        "time_to_best_s": info.get("time_to_best"),
-        "epochs_done": load_checkpoint(final)["current_epoch"] if final.exists() else 0,
-        "train_seconds": info.get("elapsed", 0.0),
-    }
-    (out / "harness.json").write_text(json.dumps(summary))
+    epochs = load_checkpoint(final)["current_epoch"] if final.exists() else 0
+    write_summary(out, read_sidecar(final) or {}, epochs, schedule)
 
 
 def write_splits(paths: NnUNetPaths, dataset_id: int, folds: list[dict[str, list[str]]]) -> Path:

@@ -152,7 +152,14 @@ class Trainer:
                     num_gpus=self.cfg.num_gpus,
                 )
             self.report.seconds("nnunet_train", time.monotonic() - t0)
+            self._note_work(out[fold])
         return out
+
+    def _note_work(self, fold_dir: Path) -> None:
+        """Charge the training work recorded beside a fold's model (trained now or earlier)."""
+        flops = _harness_info(fold_dir).get("train_flops")
+        if flops is not None:
+            self.report.flops("nnunet_train", float(flops))
 
     def single(
         self, cases: pd.DataFrame, rest: list[int], val: list[int], load: Loader, base_id: int
@@ -177,12 +184,7 @@ class Trainer:
         return models
 
     def _note_best(self, fold_dir: Path) -> None:
-        info = (
-            json.loads((fold_dir / "harness.json").read_text())
-            if (fold_dir / "harness.json").exists()
-            else {}
-        )
-        self.report.time_to_best(float(info.get("time_to_best_s") or 0.0))
+        self.report.time_to_best(float(_harness_info(fold_dir).get("time_to_best_s") or 0.0))
 
     def refined(
         self,
@@ -359,3 +361,9 @@ def merge(label: np.ndarray, pred: np.ndarray, scheme: ClassScheme) -> np.ndarra
     annotated = label >= n_anat
     out[annotated] = label[annotated]
     return out
+
+
+def _harness_info(fold_dir: Path) -> dict:
+    """The ``harness.json`` nnU-Net training left in ``fold_dir`` (empty when there is none)."""
+    path = Path(fold_dir) / "harness.json"
+    return json.loads(path.read_text()) if path.exists() else {}

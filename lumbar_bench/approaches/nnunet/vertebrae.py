@@ -138,10 +138,16 @@ def train_vertebra_model(
     progress: bool = False,
     deadline: float | None = None,
 ) -> dict[str, float]:
-    """Train on ``spider_root``; write ``model.pt`` and ``metrics.json`` into ``out``; return metrics."""
+    """Train on ``spider_root``; write ``model.pt``, ``metrics.json`` and ``work.json`` into ``out``.
+
+    Returns the metrics. ``work.json`` holds the training FLOPs (``{"flops": ...}``; see
+    :mod:`lumbar_bench.approaches.work`).
+    """
     # lazy: importing this module must not import torch (see the module docstring)
     import torch
     import torch.nn.functional as F
+
+    from lumbar_bench.approaches.work import FlopBook  # lazy: it imports torch
 
     torch.manual_seed(seed)
     x, y, case_idx = load_spider(spider_root, cfg)
@@ -154,7 +160,7 @@ def train_vertebra_model(
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(cfg.epochs, 1))
     gen = torch.Generator().manual_seed(seed)
-    t0 = time.monotonic()
+    t0, epochs_done = time.monotonic(), 0
     for epoch in progress_bar(range(cfg.epochs), "vertebrae: U-Net", progress):
         model.train()
         order = torch.randperm(len(xt), generator=gen)
@@ -172,6 +178,7 @@ def train_vertebra_model(
             loss.backward()
             opt.step()
         sched.step()
+        epochs_done += 1
         if deadline is not None and time.monotonic() > deadline:
             log.warning("vertebrae: soft budget reached after epoch %d of %d", epoch + 1, cfg.epochs)
             break
@@ -179,10 +186,19 @@ def train_vertebra_model(
     dice = dice_per_class(pred, y[is_val], len(ANATOMY))
     metrics = {f"vertebrae/val_dice/{name}": float(d) for name, d in zip(ANATOMY[1:], dice[1:], strict=True)}
     metrics["vertebrae/train_s"] = time.monotonic() - t0
+    epoch_flops = FlopBook(None).epoch("vertebrae", model, len(xt), cfg.batch_size, tuple(xt.shape[1:]))
+    _write_outputs(out, model, metrics, epochs_done * epoch_flops)
+    return metrics
+
+
+def _write_outputs(out: Path, model: nn.Module, metrics: dict[str, float], flops: int) -> None:
+    """``model.pt``, ``metrics.json`` and ``work.json`` of a trained vertebra U-Net."""
+    import torch  # lazy: importing this module must not import torch (see the module docstring)
+
     torch.save(model.state_dict(), out / "model.pt")
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    (out / "work.json").write_text(json.dumps({"flops": flops}))
     log.info("vertebrae: validation Dice %s", {k.rsplit("/", 1)[1]: round(v, 3) for k, v in metrics.items()})
-    return metrics
 
 
 def segment(model: nn.Module, pixels: np.ndarray, device: str = "cpu", batch: int = 32) -> np.ndarray:
