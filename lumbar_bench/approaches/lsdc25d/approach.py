@@ -132,9 +132,7 @@ class Lsdc25dApproach(Approach):
         report.seconds("localizers", stage.seconds)
         charge_reuse(stage, ctx, report)
         saved = torch.load(stage.path / "localizers.pt", map_location="cpu", weights_only=True)
-        report.flops(
-            "localizers", float(saved.get("flops", 0))
-        )  # the work the localisers carry, built here or not
+        report.flops("localizers", float(saved["flops"]))  # the work they carry, built here or not
         self.localizers = self._build_localizers(saved["states"])
         for desc, losses in saved["losses"].items():
             if losses:
@@ -248,9 +246,8 @@ class Lsdc25dApproach(Approach):
         crop_flops = FlopBook(ctx.cache_dir).step(
             "lsdc-2.5d-grader", self.grader, [(1, *train.crops.shape[-3:])], forward=gr.forward_on_crops
         )
-        work = (
-            float(state["epoch"]) * float(train.valid.sum()) * crop_flops
-        )  # every epoch trains on every valid crop
+        # every epoch trains on every valid crop once
+        work = float(state["epoch"]) * float(train.valid.sum()) * crop_flops
         return FitReport(metrics=metrics, stage_seconds={"grader": seconds}, stage_flops={"grader": work})
 
     def _filter_noise(self, train: gr.CropSet, ctx: RunContext, report: ReportBuilder) -> gr.CropSet:
